@@ -1,0 +1,77 @@
+"""tlutils: the helper package of the course book *Transfer Learning with PyTorch*.
+
+Each module holds one idea; every function's docstring names the chapter that teaches it.
+
+* :mod:`tlutils.models`: pretrained models (offline EfficientNet-Lite0), heads, freezing.
+* :mod:`tlutils.data`: the course datasets, offline mirror, splits, transforms, loaders.
+* :mod:`tlutils.train`: one training loop (``fit``), evaluation, device, seeding.
+* :mod:`tlutils.features`: frozen-backbone features, extracted once and cached.
+* :mod:`tlutils.plot`: image grids, training curves, confusion matrices.
+"""
+
+from .data import (
+    DATASETS,
+    ImageFolder,
+    classes_of,
+    dataset_dir,
+    load_dataset,
+    load_rgb,
+    make_loader,
+    make_transforms,
+    stratified_split,
+    subsample_per_class,
+    targets_of,
+)
+from .features import extract_features, feature_extractor, features_dataset
+from .models import (
+    DEFAULT_MODEL,
+    count_parameters,
+    create_model,
+    data_config,
+    freeze,
+    get_head,
+    imagenet_classes,
+    replace_head,
+    set_batchnorm_eval,
+    unfreeze,
+)
+from .plot import plot_confusion_matrix, plot_history, show_images
+from .train import History, evaluate, fit, get_device, predict, seed_everything
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DATASETS",
+    "DEFAULT_MODEL",
+    "History",
+    "ImageFolder",
+    "classes_of",
+    "count_parameters",
+    "create_model",
+    "data_config",
+    "dataset_dir",
+    "evaluate",
+    "extract_features",
+    "feature_extractor",
+    "features_dataset",
+    "fit",
+    "freeze",
+    "get_device",
+    "get_head",
+    "imagenet_classes",
+    "load_dataset",
+    "load_rgb",
+    "make_loader",
+    "make_transforms",
+    "plot_confusion_matrix",
+    "plot_history",
+    "predict",
+    "replace_head",
+    "seed_everything",
+    "set_batchnorm_eval",
+    "show_images",
+    "stratified_split",
+    "subsample_per_class",
+    "targets_of",
+    "unfreeze",
+]
