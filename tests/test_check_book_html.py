@@ -156,7 +156,8 @@ def test_browser_check_on_tiny_site(tmp_path: Path):
     assert any("broken.png" in e and "naturalWidth == 0" in e for e in two.errors)
     assert any("missing anchor #gone in index.html" in e for e in two.errors)
     assert any("notDefinedAnywhere" in e and "SEVERE" in e for e in two.errors)
-    assert chk.main([str(tmp_path)]) == 1
+    text, n_err = chk.report(results, [])
+    assert n_err == 3 and "| two.html | 2 | 1 | 3 | 0 |" in text
 
     (tmp_path / "two.html").unlink()  # now the site is clean apart from the offline CDN: it passes
     _write(tmp_path, "two.html", '<h2 id="s">S</h2><img src="ok.png">')
