@@ -1,0 +1,302 @@
+"""The four cases of transfer learning: dataset size x similarity to ImageNet (chapter 3).
+
+The rule of thumb sorts a new task by two questions: *is the dataset small or large?* and
+*is it similar to ImageNet or different?* Each of the four answers suggests a strategy:
+
+==========  ===================================  =====================================
+            similar                              different
+==========  ===================================  =====================================
+small       1: frozen body, new head              2: cut the body early, new head
+large       3: fine-tune everything               4: fine-tune everything, or scratch
+==========  ===================================  =====================================
+
+This module turns the rule into code (:func:`recommend_case`), builds the model of every
+strategy (:func:`build_model`) and extracts pooled features of every stage of
+EfficientNet-Lite0 in one pass, cached (:class:`StageFeatures`, :func:`stage_features`),
+so that frozen strategies cost one forward pass per image.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from .features import extract_features
+from .models import create_model, freeze
+
+__all__ = [
+    "STRATEGIES",
+    "STAGE_NAMES",
+    "NUM_STAGES",
+    "SMALL_MAX_PER_CLASS",
+    "Recommendation",
+    "recommend_case",
+    "StageFeatures",
+    "stage_channels",
+    "stage_features",
+    "build_model",
+    "plot_decision_guide",
+]
+
+STRATEGIES = ("linear_probe", "cut_probe", "finetune", "scratch")
+"""The four strategies compared in chapter 3."""
+
+STAGE_NAMES = ("stem", "stage 1", "stage 2", "stage 3", "stage 4", "stage 5", "stage 6", "stage 7", "head conv")
+"""Cut points of EfficientNet-Lite0: 0 is the stem, 1-7 its block stages, 8 the final 1x1 conv (1280 features)."""
+
+NUM_STAGES = len(STAGE_NAMES)
+
+SMALL_MAX_PER_CLASS = 100
+"""Below this many images per class the course calls a dataset *small* (a rule of thumb, not a law)."""
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """What the four-case rule suggests for a dataset."""
+
+    case: int
+    size: str  # "small" or "large"
+    similarity: str  # "similar" or "different"
+    strategy: str  # one of STRATEGIES
+    advice: str
+
+
+_ADVICE = {
+    1: ("linear_probe", "Freeze the pretrained body, replace the last layer, train only the new head."),
+    2: (
+        "cut_probe",
+        "Keep only the first, more generic stages of the body (cut it early), add pooling and a new head, "
+        "train the head. Compare a few cut points on validation data.",
+    ),
+    3: ("finetune", "New head, body initialised from the pretrained weights, fine-tune the whole network."),
+    4: (
+        "finetune",
+        "Fine-tune the whole network from the pretrained weights, and compare with training from scratch "
+        "if you have the data and compute.",
+    ),
+}
+
+
+def recommend_case(
+    images_per_class: int, similar: bool, small_max_per_class: int = SMALL_MAX_PER_CLASS
+) -> Recommendation:
+    """The case (1-4) and strategy the rule of thumb suggests (chapter 3).
+
+    ``images_per_class`` is the number of labelled training images per class (the
+    smallest class counts); ``similar`` says whether the images *and labels* are like
+    ImageNet's (photos of everyday objects, animals, plants), not whether pixel statistics
+    match. A dataset with fewer than ``small_max_per_class`` images per class is "small".
+    """
+    if isinstance(images_per_class, bool) or not isinstance(images_per_class, (int, float)):
+        raise TypeError(f"images_per_class must be a number, got {type(images_per_class).__name__}.")
+    if isinstance(images_per_class, float) and (math.isnan(images_per_class) or math.isinf(images_per_class)):
+        raise ValueError(f"images_per_class must be a finite number, got {images_per_class}.")
+    if images_per_class < 1:
+        raise ValueError(
+            f"images_per_class must be at least 1 (you need labelled images to transfer to), got {images_per_class}."
+        )
+    if not isinstance(similar, bool):
+        raise TypeError(
+            f"similar must be True or False (your judgement: are the images and labels like ImageNet's?), "
+            f"got {similar!r}."
+        )
+    if isinstance(small_max_per_class, bool) or not isinstance(small_max_per_class, int) or small_max_per_class < 2:
+        raise ValueError(f"small_max_per_class must be an integer of at least 2, got {small_max_per_class!r}.")
+    small = images_per_class < small_max_per_class
+    case = {(True, True): 1, (True, False): 2, (False, True): 3, (False, False): 4}[(small, similar)]
+    strategy, advice = _ADVICE[case]
+    return Recommendation(
+        case=case,
+        size="small" if small else "large",
+        similarity="similar" if similar else "different",
+        strategy=strategy,
+        advice=advice,
+    )
+
+
+def _check_lite0(model: nn.Module) -> None:
+    needed = ("conv_stem", "bn1", "blocks", "conv_head", "bn2")
+    if not all(hasattr(model, name) for name in needed) or len(model.blocks) != NUM_STAGES - 2:
+        raise TypeError(
+            "Stage cutting needs an EfficientNet-Lite0 from tlutils.create_model() (timm layout: conv_stem, bn1, "
+            f"7 block stages, conv_head, bn2); got {type(model).__name__}."
+        )
+
+
+def _check_stage(stage: int) -> int:
+    if isinstance(stage, bool) or not isinstance(stage, int) or not 0 <= stage < NUM_STAGES:
+        raise ValueError(
+            f"A cut stage must be an integer from 0 (stem) to {NUM_STAGES - 1} (head conv), got {stage!r}. "
+            f"Stages: {', '.join(f'{i}={n}' for i, n in enumerate(STAGE_NAMES))}."
+        )
+    return stage
+
+
+def _body_layers(model: nn.Module, cut_stage: int) -> list[nn.Module]:
+    """The layers of Lite0 up to and including stage ``cut_stage``, in order."""
+    layers = [model.conv_stem, model.bn1, *list(model.blocks)[:cut_stage]]
+    if cut_stage == NUM_STAGES - 1:
+        layers += [model.conv_head, model.bn2]
+    return layers
+
+
+def stage_channels(model: nn.Module | None = None) -> list[int]:
+    """Number of channels (= pooled feature size) after every stage of Lite0, stem to head conv (chapter 3)."""
+    model = model if model is not None else create_model(pretrained=False)
+    _check_lite0(model)
+    # The last block of a stage ends in a BatchNorm: bn2 (depthwise-separable block) or bn3 (inverted residual).
+    blocks = [stage[-1].bn3 if hasattr(stage[-1], "bn3") else stage[-1].bn2 for stage in model.blocks]
+    return [model.bn1.num_features, *(bn.num_features for bn in blocks), model.bn2.num_features]
+
+
+class StageFeatures(nn.Module):
+    """A frozen Lite0 body that returns the globally average-pooled output of chosen stages, concatenated (chapter 3).
+
+    One forward pass gives the features of every cut point, so :func:`tlutils.extract_features`
+    can run it once and cache the result. The chosen stages are stored as a buffer, so they
+    are part of the cache key.
+    """
+
+    def __init__(self, model: nn.Module, stages: tuple[int, ...] | list[int] | None = None) -> None:
+        super().__init__()
+        _check_lite0(model)
+        stages = tuple(range(NUM_STAGES)) if stages is None else tuple(_check_stage(s) for s in stages)
+        if not stages or len(set(stages)) != len(stages):
+            raise ValueError(f"stages must be a non-empty list of different stages, got {stages!r}.")
+        self.last = max(stages)
+        self.body = nn.Sequential(*_body_layers(copy.deepcopy(model), self.last))
+        self.register_buffer("stages", torch.tensor(sorted(stages)))
+        freeze(self)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        wanted = set(self.stages.tolist())
+        pooled = []
+        # body = [conv_stem, bn1, block stages 1..k, (conv_head, bn2)]; stage 0 ends after bn1.
+        x = self.body[1](self.body[0](x))
+        if 0 in wanted:
+            pooled.append(x.mean((2, 3)))
+        for stage in range(1, min(self.last, NUM_STAGES - 2) + 1):
+            x = self.body[stage + 1](x)
+            if stage in wanted:
+                pooled.append(x.mean((2, 3)))
+        if self.last == NUM_STAGES - 1:
+            x = self.body[-1](self.body[-2](x))
+            pooled.append(x.mean((2, 3)))
+        return torch.cat(pooled, dim=1)
+
+
+def stage_features(
+    model: nn.Module, dataset: Dataset, stages: tuple[int, ...] | list[int] | None = None, **kwargs
+) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """Pooled features of every chosen stage for ``dataset``: ``({stage: features}, labels)`` (chapter 3).
+
+    Runs :class:`StageFeatures` once through :func:`tlutils.extract_features` (cached on
+    disk, keyword arguments are passed on) and splits the concatenated vector per stage.
+    """
+    backbone = StageFeatures(model, stages)
+    features, labels = extract_features(backbone, dataset, **kwargs)
+    sizes = [stage_channels(model)[s] for s in backbone.stages.tolist()]
+    if features.shape[1] != sum(sizes):
+        raise RuntimeError(f"Expected {sum(sizes)} features per image, got {features.shape[1]}.")
+    parts = torch.split(features, sizes, dim=1)
+    return dict(zip(backbone.stages.tolist(), parts, strict=True)), labels
+
+
+class CutModel(nn.Module):
+    """The body of Lite0 up to a cut stage, global average pooling and a new linear head (chapter 3)."""
+
+    def __init__(self, body: nn.Module, num_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.body = body
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(num_features, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.body(x)).flatten(1))
+
+
+def build_model(
+    strategy: str,
+    num_classes: int,
+    cut_stage: int = 4,
+    model: nn.Module | None = None,
+) -> nn.Module:
+    """The model of a chapter-3 strategy, with a new head for ``num_classes`` classes (chapter 3).
+
+    * ``"linear_probe"``: pretrained Lite0, body frozen, new last layer (only it trains);
+    * ``"cut_probe"``: pretrained Lite0 cut after stage ``cut_stage`` (0 = stem ... 8 = head
+      conv, see :data:`STAGE_NAMES`), frozen, + global average pooling + new linear head;
+    * ``"finetune"``: pretrained Lite0, new head, every parameter trains;
+    * ``"scratch"``: the same architecture with random weights, every parameter trains.
+
+    ``model`` is a pretrained Lite0 to start from (it is copied, not changed; by default a
+    fresh one is created).
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {strategy!r}. Choose one of {', '.join(STRATEGIES)}.")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes must be an integer of at least 2, got {num_classes!r}.")
+    if strategy == "scratch":
+        return create_model(pretrained=False, num_classes=num_classes)
+    model = copy.deepcopy(model) if model is not None else create_model(pretrained=True)
+    _check_lite0(model)
+    if strategy == "cut_probe":
+        _check_stage(cut_stage)
+        body = nn.Sequential(*_body_layers(model, cut_stage))
+        freeze(body)
+        return CutModel(body, stage_channels(model)[cut_stage], num_classes)
+    model.reset_classifier(num_classes)
+    if strategy == "linear_probe":
+        freeze(model)
+        for p in model.get_classifier().parameters():
+            p.requires_grad_(True)
+    return model
+
+
+def plot_decision_guide(highlight: dict[int, str] | None = None):
+    """The 2x2 decision guide: dataset size on one axis, similarity to ImageNet on the other (chapter 3).
+
+    ``highlight`` maps a case number to a short text (e.g. a measured result) written
+    under that case's recipe.
+    """
+    import matplotlib.pyplot as plt
+
+    highlight = highlight or {}
+    titles = {
+        1: "Case 1: small, similar",
+        2: "Case 2: small, different",
+        3: "Case 3: large, similar",
+        4: "Case 4: large, different",
+    }
+    recipes = {
+        1: "freeze the body\nreplace the last layer\ntrain the new head",
+        2: "cut the body early\n(more generic features)\n+ pooling + new head",
+        3: "new head, pretrained body\nfine-tune everything\n(small learning rate)",
+        4: "fine-tune everything\nor train from scratch:\ncompare both",
+    }
+    colors = {1: "#cfe8cf", 2: "#fde2c4", 3: "#cde0f5", 4: "#e6d5f0"}
+    # x: similarity (similar left, different right); y: size (large top, small bottom)
+    position = {1: (0, 0), 2: (1, 0), 3: (0, 1), 4: (1, 1)}
+    fig, ax = plt.subplots(figsize=(7.5, 6))
+    for case, (x, y) in position.items():
+        ax.add_patch(plt.Rectangle((x, y), 1, 1, facecolor=colors[case], edgecolor="white", linewidth=4))
+        ax.text(x + 0.5, y + 0.82, titles[case], ha="center", va="center", fontsize=12, weight="bold")
+        ax.text(x + 0.5, y + 0.5, recipes[case], ha="center", va="center", fontsize=10.5)
+        if case in highlight:
+            ax.text(x + 0.5, y + 0.14, highlight[case], ha="center", va="center", fontsize=9, style="italic")
+    ax.set(xlim=(0, 2), ylim=(0, 2))
+    ax.set_xticks([0.5, 1.5], ["similar to ImageNet\n(e.g. flower photos)", "different\n(e.g. satellite tiles)"])
+    ax.set_yticks([0.5, 1.5], [f"small\n(< {SMALL_MAX_PER_CLASS}/class)", "large"])
+    ax.tick_params(length=0)
+    for side in ax.spines.values():
+        side.set_visible(False)
+    ax.set_xlabel("similarity of images and labels to ImageNet")
+    ax.set_ylabel("labelled images per class")
+    fig.tight_layout()
+    return fig
