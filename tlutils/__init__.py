@@ -7,8 +7,10 @@ Each module holds one idea; every function's docstring names the chapter that te
 * :mod:`tlutils.train`: one training loop (``fit``), evaluation, device, seeding.
 * :mod:`tlutils.features`: frozen-backbone features, extracted once and cached.
 * :mod:`tlutils.plot`: image grids, training curves, confusion matrices.
+* :mod:`tlutils.book`: ``glue`` measured numbers into the book's prose.
 """
 
+from .book import glue
 from .data import (
     DATASETS,
     ImageFolder,
@@ -21,6 +23,7 @@ from .data import (
     stratified_split,
     subsample_per_class,
     targets_of,
+    verify_mirror,
 )
 from .features import extract_features, feature_extractor, features_dataset
 from .models import (
@@ -31,6 +34,7 @@ from .models import (
     freeze,
     get_head,
     imagenet_classes,
+    lite0_state_dict,
     replace_head,
     set_batchnorm_eval,
     unfreeze,
@@ -58,9 +62,12 @@ __all__ = [
     "freeze",
     "get_device",
     "get_head",
+    "glue",
     "imagenet_classes",
+    "lite0_state_dict",
     "load_dataset",
     "load_rgb",
+    "verify_mirror",
     "make_loader",
     "make_transforms",
     "plot_confusion_matrix",

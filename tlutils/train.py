@@ -71,7 +71,7 @@ def train_epoch(
     loader: Iterable,
     optimizer: torch.optim.Optimizer,
     loss_fn: Callable = nn.functional.cross_entropy,
-    device: torch.device | None = None,
+    device: torch.device | str | None = None,
     scaler: torch.amp.GradScaler | None = None,
     bn_eval: str = "frozen",
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
@@ -82,7 +82,7 @@ def train_epoch(
     ``bn_eval`` says which BatchNorm layers keep their running statistics fixed:
     ``"frozen"`` (those whose parameters are frozen, the default), ``"all"`` or ``"none"``.
     """
-    device = device or get_device()
+    device = torch.device(device) if device is not None else get_device()
     model.train()
     if bn_eval not in ("frozen", "all", "none"):
         raise ValueError(f"bn_eval must be 'frozen', 'all' or 'none', got {bn_eval!r}.")
@@ -114,10 +114,10 @@ def train_epoch(
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, loader: Iterable, device: torch.device | None = None
+    model: nn.Module, loader: Iterable, device: torch.device | str | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and true labels for every item of ``loader``, on the CPU (chapter 1)."""
-    device = device or get_device()
+    device = torch.device(device) if device is not None else get_device()
     model.eval()
     logits, targets = [], []
     for inputs, target in loader:
@@ -131,7 +131,7 @@ def evaluate(
     model: nn.Module,
     loader: Iterable,
     loss_fn: Callable = nn.functional.cross_entropy,
-    device: torch.device | None = None,
+    device: torch.device | str | None = None,
 ) -> tuple[float, float]:
     """Mean ``(loss, accuracy)`` of ``model`` on ``loader`` (chapter 2)."""
     logits, targets = predict(model, loader, device)

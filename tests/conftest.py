@@ -1,0 +1,45 @@
+"""Shared fixtures: small image folders written by the tests themselves, and the pretrained model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import tlutils as tl
+
+
+def write_image(path, color, size=(40, 32), mode="RGB"):
+    """Write a small image of one colour with a little noise, in the given PIL mode."""
+    rng = np.random.default_rng(abs(hash(str(path))) % 2**32)
+    pixels = np.clip(np.array(color, dtype=float) + rng.normal(0, 10, (size[1], size[0], 3)), 0, 255)
+    image = Image.fromarray(pixels.astype(np.uint8), "RGB")
+    if mode != "RGB":
+        image = image.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    """A class-per-folder dataset: 6 red and 6 blue images."""
+    root = tmp_path / "colors"
+    for i in range(6):
+        write_image(root / "red" / f"r{i}.png", (220, 30, 30))
+        write_image(root / "blue" / f"b{i}.jpg", (30, 30, 220))
+    return root
+
+
+@pytest.fixture(scope="session")
+def pretrained():
+    """The offline EfficientNet-Lite0 with its ImageNet weights, in eval mode (loaded once)."""
+    return tl.create_model().eval()
+
+
+@pytest.fixture
+def tmp_cache(tmp_path, monkeypatch):
+    """An empty tlutils cache folder for one test."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv(tl.data.CACHE_ENV, str(cache))
+    return cache

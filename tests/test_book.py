@@ -1,0 +1,53 @@
+"""Consistency of the book: every notebook is in the table of contents, stored without outputs,
+installs tlutils in Colab from the repository named in _config.yml, and uses the GPU when there is one."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def code_cells(path):
+    return ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+
+
+def toc_files(node):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("file", "root"):
+                yield value
+            else:
+                yield from toc_files(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from toc_files(item)
+
+
+def test_every_notebook_and_page_is_in_the_toc():
+    listed = set(toc_files(yaml.safe_load((ROOT / "_toc.yml").read_text())))
+    for nb in NOTEBOOKS:
+        assert f"notebooks/{nb.stem}" in listed, f"{nb.name} is missing from _toc.yml"
+    for entry in listed:
+        assert (ROOT / f"{entry}.md").exists() or (ROOT / f"{entry}.ipynb").exists(), f"_toc.yml lists missing {entry}"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_colab_cell_uses_the_configured_repository(notebook):
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    first = code_cells(notebook)[0]
+    assert '"google.colab" in sys.modules' in first
+    assert re.search(r"%pip install .*tlutils @ git\+" + re.escape(url), first), first
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_uses_the_available_device_and_is_stored_clean(notebook):
+    cells = json.loads(notebook.read_text())["cells"]
+    assert not any(c.get("outputs") or c.get("execution_count") for c in cells if c["cell_type"] == "code")
+    source = "\n".join(code_cells(notebook))
+    assert "tl.get_device()" in source
+    assert "from myst_nb import" not in source, "use tl.glue: Colab has no myst_nb"

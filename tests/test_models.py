@@ -1,0 +1,141 @@
+import pytest
+import torch
+from PIL import Image
+from skimage import data as skdata
+from torch import nn
+
+import tlutils as tl
+
+CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
+
+
+def top1(model, photo):
+    transform = tl.make_transforms(tl.data_config(model))
+    image = Image.fromarray(getattr(skdata, photo)())
+    with torch.no_grad():
+        return tl.imagenet_classes()[model(transform(image).unsqueeze(0)).argmax().item()]
+
+
+def test_lite0_weights_load_strictly_with_timm_names():
+    state = tl.lite0_state_dict()
+    model = tl.create_model(pretrained=False)
+    assert set(state) == set(model.state_dict())
+    result = model.load_state_dict(state, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+
+
+@pytest.mark.parametrize(
+    ("photo", "expected"), [("chelsea", CAT_CLASSES), ("coffee", {"espresso"}), ("rocket", {"missile"})]
+)
+def test_pretrained_top1_on_sample_photos(pretrained, photo, expected):
+    assert top1(pretrained, photo) in expected
+
+
+def test_random_weights_do_not_know_the_photos():
+    model = tl.create_model(pretrained=False).eval()
+    assert [top1(model, p) for p in ("chelsea", "coffee", "rocket")] != ["Egyptian cat", "espresso", "missile"]
+
+
+def test_data_config_of_lite0(pretrained):
+    cfg = tl.data_config(pretrained)
+    assert cfg["mean"] == (0.5, 0.5, 0.5) and cfg["std"] == (0.5, 0.5, 0.5)
+    assert cfg["input_size"] == (3, 224, 224) and cfg["interpolation"] == "bicubic" and cfg["crop_pct"] == 0.875
+
+
+def test_imagenet_classes():
+    classes = tl.imagenet_classes()
+    assert len(classes) == 1000 and classes[309] == "bee" and classes[310] == "ant"
+
+
+def test_create_model_with_num_classes_keeps_body_weights():
+    model = tl.create_model(num_classes=5)
+    reference = tl.lite0_state_dict()
+    assert torch.equal(model.conv_stem.weight, reference["conv_stem.weight"])
+    assert model(torch.randn(2, 3, 96, 96)).shape == (2, 5)
+
+
+def test_unknown_model_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="Unknown model 'resnet9000'"):
+        tl.create_model("resnet9000")
+
+
+def test_download_failure_names_the_offline_default(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise OSError("<urlopen error [Errno -2] Name or service not known>")
+
+    monkeypatch.setattr(torchvision.models, "get_model", offline)
+    with pytest.raises(RuntimeError, match="efficientnet_lite0"):
+        tl.create_model("resnet18", pretrained=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "where"),
+    [
+        ("resnet18", lambda m: m.fc),
+        ("vgg16", lambda m: m.classifier[6]),
+        ("densenet121", lambda m: m.classifier),
+        ("mobilenet_v3_small", lambda m: m.classifier[-1]),
+        ("efficientnet_b0", lambda m: m.classifier[-1]),
+    ],
+)
+def test_replace_head_of_torchvision_models(name, where):
+    model = tl.create_model(name, pretrained=False)
+    body_before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(("fc", "classifier"))}
+    tl.replace_head(model, 7)
+    assert isinstance(where(model), nn.Linear) and where(model).out_features == 7
+    assert tl.get_head(model) is where(model)
+    body_after = model.state_dict()
+    assert all(torch.equal(v, body_after[k]) for k, v in body_before.items())
+    if name != "vgg16":  # VGG16 at 224 px is slow; the head check above is enough
+        assert model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 7)
+
+
+def test_replace_head_of_timm_model_with_custom_head(pretrained):
+    import copy
+
+    model = copy.deepcopy(pretrained)
+    head = nn.Sequential(nn.Linear(1280, 32), nn.ReLU(), nn.Linear(32, 3))
+    tl.replace_head(model, 3, head=head)
+    assert tl.get_head(model) is head
+    assert model(torch.randn(2, 3, 64, 64)).shape == (2, 3)
+    assert torch.equal(model.blocks[0][0].conv_dw.weight, pretrained.blocks[0][0].conv_dw.weight)
+
+
+def test_replace_head_rejects_bad_class_count():
+    with pytest.raises(ValueError, match="positive integer"):
+        tl.replace_head(tl.create_model(pretrained=False), 0)
+
+
+def test_freeze_leaves_only_head_trainable():
+    model = tl.create_model(num_classes=4)
+    tl.freeze(model)
+    assert tl.count_parameters(model)[0] == 0
+    tl.unfreeze(model, tl.get_head(model))
+    trainable, total = tl.count_parameters(model)
+    assert trainable == 1280 * 4 + 4 and total > 3_000_000
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {"classifier.weight", "classifier.bias"}
+
+
+def test_freeze_by_name_prefix_and_bad_prefix():
+    model = tl.create_model(pretrained=False)
+    tl.freeze(model, ["conv_stem", "blocks.0"])
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and all(n.startswith(("conv_stem", "blocks.0.")) for n in frozen)
+    assert "blocks.1.0.conv_dw.weight" not in frozen
+    with pytest.raises(ValueError, match="No parameter of the model starts with 'block'"):
+        tl.freeze(model, "block")
+
+
+def test_set_batchnorm_eval_switches_only_frozen_layers():
+    model = tl.create_model(pretrained=False)
+    tl.freeze(model, "blocks")
+    model.train()
+    switched = tl.set_batchnorm_eval(model)
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert switched == sum(1 for m in model.blocks.modules() if isinstance(m, nn.BatchNorm2d))
+    assert model.bn1.training and not model.blocks[0][0].bn1.training
+    assert tl.set_batchnorm_eval(model, only_frozen=False) == len(bns)
+    assert not model.bn1.training
