@@ -1,0 +1,197 @@
+"""Self-checks for the hands-on exercises: they look at your model or answer and say what is right or wrong.
+
+Every check returns a :class:`CheckResult`; it never raises for a wrong answer, so an
+unfinished exercise does not stop the notebook. Print it (or leave it last in a cell) to read
+the verdict; ``bool(result)`` tells whether everything was right.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torchvision import transforms
+
+from .models import data_config, get_head
+
+__all__ = [
+    "CheckResult",
+    "check_preprocessing",
+    "check_new_head",
+    "check_frozen_body",
+    "check_case",
+    "check_discriminative_lrs",
+]
+
+
+@dataclass
+class CheckResult:
+    """The verdict of a self-check: ``ok`` and one line per thing checked."""
+
+    title: str
+    passed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __str__(self) -> str:
+        lines = [f"{self.title}: {'all right' if self.ok else 'not yet'}"]
+        lines += [f"  [ok]    {text}" for text in self.passed]
+        lines += [f"  [wrong] {text}" for text in self.failed]
+        return "\n".join(lines)
+
+    __repr__ = __str__
+
+    def check(self, condition: bool, right: str, wrong: str) -> bool:
+        (self.passed if condition else self.failed).append(right if condition else wrong)
+        return condition
+
+
+def _close(a: Sequence[float], b: Sequence[float]) -> bool:
+    return len(a) == len(b) and all(abs(float(x) - float(y)) < 1e-3 for x, y in zip(a, b, strict=True))
+
+
+def check_preprocessing(transform: transforms.Compose, model: nn.Module) -> CheckResult:
+    """Does ``transform`` prepare images the way ``model`` was pretrained (chapter 1)?"""
+    result = CheckResult("Preprocessing")
+    expected = data_config(model)
+    steps = list(getattr(transform, "transforms", [transform]))
+    normalize = [t for t in steps if isinstance(t, transforms.Normalize)]
+    if result.check(bool(normalize), "it normalises the pixels", "there is no transforms.Normalize step"):
+        mean, std = tuple(normalize[0].mean), tuple(normalize[0].std)
+        result.check(
+            _close(mean, expected["mean"]) and _close(std, expected["std"]),
+            f"mean {tuple(expected['mean'])} and std {tuple(expected['std'])} match the model's pretraining",
+            f"Normalize uses mean {mean} and std {std}, but this model was pretrained with mean "
+            f"{tuple(expected['mean'])} and std {tuple(expected['std'])}",
+        )
+    tensor_index = next((i for i, t in enumerate(steps) if isinstance(t, transforms.ToTensor)), None)
+    norm_index = steps.index(normalize[0]) if normalize else None
+    result.check(
+        tensor_index is not None and (norm_index is None or tensor_index < norm_index),
+        "ToTensor comes before Normalize",
+        "ToTensor must come before Normalize (Normalize works on tensors with pixels in [0, 1])",
+    )
+    sizes = [t.size for t in steps if isinstance(t, (transforms.CenterCrop, transforms.RandomResizedCrop))]
+    if sizes:
+        size = sizes[-1][0] if isinstance(sizes[-1], (tuple, list)) else sizes[-1]
+        want = expected["input_size"][-1]
+        result.check(
+            size >= want // 2,
+            f"the crop ({size} px) is a sensible size for a model pretrained at {want} px",
+            f"the crop is only {size} px; this model was pretrained at {want} px, so small objects vanish",
+        )
+    return result
+
+
+def check_new_head(model: nn.Module, num_classes: int) -> CheckResult:
+    """Has the ImageNet head been replaced by a new one with ``num_classes`` outputs (chapter 2)?"""
+    result = CheckResult("New head")
+    try:
+        head = get_head(model)
+    except TypeError as err:
+        result.failed.append(str(err))
+        return result
+    out = getattr(head, "out_features", None)
+    if out is None:  # a custom head: find its last linear layer
+        linears = [m for m in head.modules() if isinstance(m, nn.Linear)]
+        out = linears[-1].out_features if linears else None
+    result.check(
+        out == num_classes,
+        f"the head has {num_classes} outputs, one per class",
+        f"the head has {out} outputs, your dataset has {num_classes} classes"
+        + (" (that is still the ImageNet head: replace it with tl.replace_head)" if out == 1000 else ""),
+    )
+    params = list(head.parameters())
+    result.check(
+        bool(params) and all(p.requires_grad for p in params),
+        "the head's parameters are trainable",
+        "the head is frozen: nothing would learn (unfreeze it, or replace it after freezing the body)",
+    )
+    with torch.no_grad():
+        was_training = model.training
+        logits = model.eval()(torch.randn(1, 3, 64, 64, device=next(model.parameters()).device))
+        model.train(was_training)
+    result.check(
+        tuple(logits.shape) == (1, num_classes),
+        f"a forward pass gives {num_classes} logits per image",
+        f"a forward pass gives an output of shape {tuple(logits.shape)}, expected (1, {num_classes})",
+    )
+    return result
+
+
+def check_frozen_body(model: nn.Module) -> CheckResult:
+    """Is everything frozen except the head, as in feature extraction (chapter 2)?"""
+    result = CheckResult("Frozen body, trainable head")
+    head_ids = {id(p) for p in get_head(model).parameters()}
+    body_trainable = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in head_ids]
+    result.check(
+        not body_trainable,
+        "no parameter of the body is trainable",
+        f"{len(body_trainable)} body parameter tensors are still trainable, e.g. {body_trainable[:3]}",
+    )
+    head_params = list(get_head(model).parameters())
+    result.check(
+        bool(head_params) and all(p.requires_grad for p in head_params),
+        "the head is trainable",
+        "the head is frozen too: nothing would learn",
+    )
+    return result
+
+
+def check_case(case: int, images_per_class: int, similar: bool) -> CheckResult:
+    """Is ``case`` (1-4) the case of the four-case rule for this dataset (chapter 3)?"""
+    from .cases import recommend_case
+
+    result = CheckResult("Four-case rule")
+    expected = recommend_case(images_per_class, similar)
+    result.check(
+        case == expected.case,
+        f"case {case}: {expected.size} and {expected.similarity}, so {expected.strategy}",
+        f"you said case {case}, but {images_per_class} images per class is {expected.size} and the data is "
+        f"{expected.similarity}: case {expected.case} ({expected.strategy})",
+    )
+    return result
+
+
+def check_discriminative_lrs(optimizer: torch.optim.Optimizer, model: nn.Module) -> CheckResult:
+    """Are all trainable parameters in the optimizer, with learning rates that grow towards the head (chapter 4)?"""
+    result = CheckResult("Discriminative learning rates")
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    order = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    missing = [n for n, p in order if id(p) not in lr_of]
+    result.check(
+        not missing,
+        "every trainable parameter is in the optimizer",
+        f"{len(missing)} trainable parameter tensors are in no parameter group, e.g. {missing[:3]}",
+    )
+    lrs = [lr_of[id(p)] for _, p in order if id(p) in lr_of]
+    result.check(
+        len(set(lrs)) > 1,
+        f"there are {len(set(lrs))} different learning rates",
+        "every parameter has the same learning rate: that is not discriminative",
+    )
+    drops = [(order[i][0], lrs[i], lrs[i + 1]) for i in range(len(lrs) - 1) if lrs[i + 1] < lrs[i] - 1e-12]
+    result.check(
+        not drops,
+        "learning rates never decrease from the input towards the head",
+        f"the learning rate decreases from {drops[0][1]:g} to {drops[0][2]:g} after {drops[0][0]}: "
+        "earlier layers should get smaller rates than later ones"
+        if drops
+        else "",
+    )
+    head_ids = {id(p) for p in get_head(model).parameters()}
+    head_lr = max((lr_of[i] for i in head_ids if i in lr_of), default=None)
+    result.check(
+        head_lr is not None and head_lr == max(lrs, default=0),
+        "the head has the largest learning rate",
+        "the head has no learning rate" if head_lr is None else f"the head's rate {head_lr:g} is not the largest",
+    )
+    return result
