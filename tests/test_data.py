@@ -194,3 +194,20 @@ def test_real_mirror_counts_and_splits(monkeypatch):
     image, label = eurosat.val[0]
     assert image.size == (64, 64) and label == tl.targets_of(eurosat.val)[0]
     assert tl.targets_of(hymenoptera.val).count(0) == 70  # 70 ants, 83 bees
+
+
+def test_load_image_folder_splits_own_data(image_folder):
+    data = tl.load_image_folder(image_folder, val_fraction=0.5, seed=0)
+    assert data.classes == ["blue", "red"] and len(data.train) == len(data.val) == 6
+    assert sorted(tl.targets_of(data.val)) == [0, 0, 0, 1, 1, 1]
+
+
+def test_load_image_folder_with_train_val_folders_and_mismatch(tmp_path):
+    for split, classes in [("train", ["a", "b"]), ("val", ["a", "c"])]:
+        for c in classes:
+            write_image(tmp_path / split / c / "x.png", (1, 2, 3))
+    with pytest.raises(ValueError, match="different class folders"):
+        tl.load_image_folder(tmp_path)
+    write_image(tmp_path / "single" / "only" / "x.png", (1, 2, 3))
+    with pytest.raises(ValueError, match="at least 2"):
+        tl.load_image_folder(tmp_path / "single")

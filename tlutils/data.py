@@ -48,6 +48,7 @@ __all__ = [
     "load_rgb",
     "ImageFolder",
     "load_dataset",
+    "load_image_folder",
     "stratified_split",
     "subsample_per_class",
     "make_transforms",
@@ -368,6 +369,35 @@ class DatasetSplits:
     classes: list[str]
 
 
+def load_image_folder(
+    root: str | Path,
+    train_transform: Any = None,
+    val_transform: Any = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> DatasetSplits:
+    """Your own ``root/<class>/<image>`` folder as train and validation datasets ("Bring your own data").
+
+    If ``root`` has ``train/`` and ``val/`` folders they are used as they are; otherwise a seeded,
+    stratified ``val_fraction`` of every class goes to validation.
+    """
+    root = Path(root).expanduser()
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        train = ImageFolder(root / "train", transform=train_transform)
+        val = ImageFolder(root / "val", transform=val_transform)
+        if train.classes != val.classes:
+            raise ValueError(
+                f"{root}/train and {root}/val have different class folders: {train.classes} vs {val.classes}."
+            )
+        return DatasetSplits(train, val, list(train.classes))
+    train_full = ImageFolder(root, transform=train_transform)
+    val_full = ImageFolder(root, transform=val_transform)
+    if len(train_full.classes) < 2:
+        raise ValueError(f"{root} has {len(train_full.classes)} class folder(s); a classifier needs at least 2.")
+    train_idx, val_idx = stratified_split(train_full.targets, val_fraction, seed)
+    return DatasetSplits(Subset(train_full, train_idx), Subset(val_full, val_idx), list(train_full.classes))
+
+
 def load_dataset(
     name: str,
     train_transform: Any = None,
@@ -381,16 +411,7 @@ def load_dataset(
     official split, so a seeded stratified split with ``val_fraction`` of every class
     goes to validation (the same seed always gives the same split).
     """
-    info = _info(name)
-    root = dataset_dir(name)
-    if info.splits:
-        train = ImageFolder(root / "train", transform=train_transform)
-        val = ImageFolder(root / "val", transform=val_transform)
-        return DatasetSplits(train, val, list(train.classes))
-    train_full = ImageFolder(root, transform=train_transform)
-    val_full = ImageFolder(root, transform=val_transform)
-    train_idx, val_idx = stratified_split(train_full.targets, val_fraction, seed)
-    return DatasetSplits(Subset(train_full, train_idx), Subset(val_full, val_idx), list(train_full.classes))
+    return load_image_folder(dataset_dir(name), train_transform, val_transform, val_fraction, seed)
 
 
 def default_num_workers() -> int:
