@@ -8,8 +8,10 @@ Each module holds one idea; every function's docstring names the chapter that te
 * :mod:`tlutils.features`: frozen-backbone features, extracted once and cached.
 * :mod:`tlutils.plot`: image grids, training curves, confusion matrices.
 * :mod:`tlutils.book`: ``glue`` measured numbers into the book's prose.
+* :mod:`tlutils.checks`: self-checks for the hands-on exercises.
 """
 
+from . import checks
 from .book import glue
 from .data import (
     DATASETS,
@@ -50,6 +52,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "History",
     "ImageFolder",
+    "checks",
     "classes_of",
     "count_parameters",
     "create_model",
