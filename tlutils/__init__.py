@@ -7,6 +7,9 @@ Each module holds one idea; every function's docstring names the chapter that te
 * :mod:`tlutils.train`: one training loop (``fit``), evaluation, device, seeding.
 * :mod:`tlutils.features`: frozen-backbone features, extracted once and cached.
 * :mod:`tlutils.plot`: image grids, training curves, confusion matrices.
+* :mod:`tlutils.layers`: what the layers see: filters, feature maps, 2-D maps of features (chapter 2).
+* :mod:`tlutils.cases`: the four cases: the rule, strategy models, stage features (chapter 3).
+* :mod:`tlutils.finetune`: warm-up then fine-tune, discriminative learning rates (chapter 4).
 * :mod:`tlutils.book`: ``glue`` measured numbers into the book's prose.
 * :mod:`tlutils.checks`: self-checks for the hands-on exercises.
 """

@@ -61,9 +61,14 @@ def _samples(dataset: Dataset) -> tuple[list[tuple[str, int]], object]:
 
 
 def feature_cache_key(backbone: nn.Module, dataset: Dataset, extra: str = "") -> str:
-    """A key that changes whenever the weights, the files, the labels or the preprocessing change."""
+    """A key that changes whenever the weights, the structure, the files, the labels or the preprocessing change.
+
+    A wrapper whose behaviour depends on a setting that its ``repr`` does not show (say, which
+    stage to return) must pass that setting as ``extra``.
+    """
     digest = hashlib.sha256()
     digest.update(type(backbone).__name__.encode())
+    digest.update(repr(backbone).encode())  # the structure, e.g. where a wrapper cuts the network
     for name, tensor in backbone.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -103,11 +108,13 @@ def extract_features(
     cache: bool = True,
     device: torch.device | str | None = None,
     progress: bool = True,
+    key_extra: str = "",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run a frozen ``backbone`` once over ``dataset``; return ``(features, labels)`` (chapter 2).
 
     Outputs are flattened to one vector per image. ``batch_size`` defaults to 64 on a GPU
-    and 8 on a CPU. With ``cache=True`` the result is saved
+    and 8 on a CPU. ``key_extra`` goes into the cache key: pass any setting of ``backbone``
+    that changes its output but not its weights or ``repr``. With ``cache=True`` the result is saved
     in ``<cache>/features/<key>.pt`` (written atomically) and loaded from there next time.
     """
     device = torch.device(device) if device is not None else get_device()
@@ -115,7 +122,7 @@ def extract_features(
     batch_size = batch_size or (64 if device.type == "cuda" else 8)
     path = None
     if cache:
-        key = feature_cache_key(backbone, dataset)
+        key = feature_cache_key(backbone, dataset, key_extra)
         path = cache_dir() / "features" / f"{key}.pt"
         if path.is_file():
             try:
