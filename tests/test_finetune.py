@@ -184,3 +184,12 @@ def test_linear_probe_accuracy():
     assert ft.linear_probe_accuracy(x[:60], y[:60], x[60:], y[60:]) == 1.0
     with pytest.raises(ValueError, match="same length"):
         ft.linear_probe_accuracy(x[:60], y[:50], x[60:], y[60:])
+
+
+def test_stages_of_a_torchvision_resnet():
+    model = tl.create_model("resnet18", pretrained=False)
+    names = [name for name, _ in ft.stages(model)]
+    assert names == ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4", "head"]
+    groups = ft.param_groups(model, 1e-2, decay=0.1)
+    assert groups[-1]["name"] == "head" and groups[-1]["params"][0] is model.fc.weight
+    assert groups[0]["lr"] == pytest.approx(1e-2 * 0.1**6)
