@@ -14,7 +14,7 @@ Each module holds one idea; every function's docstring names the chapter that te
 * :mod:`tlutils.checks`: self-checks for the hands-on exercises.
 """
 
-from . import checks
+from . import cases, checks, finetune, layers
 from .book import glue
 from .data import (
     DATASETS,
@@ -55,7 +55,10 @@ __all__ = [
     "DEFAULT_MODEL",
     "History",
     "ImageFolder",
+    "cases",
     "checks",
+    "finetune",
+    "layers",
     "classes_of",
     "count_parameters",
     "create_model",
