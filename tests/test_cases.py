@@ -41,12 +41,19 @@ def test_recommend_case_quadrants(per_class: int, similar: bool, case: int, stra
     assert rec.advice
 
 
+def test_recommend_case_accepts_whole_floats_and_numpy_ints() -> None:
+    import numpy as np
+
+    assert cases.recommend_case(10.0, True).case == 1
+    assert cases.recommend_case(np.int64(500), False).case == 4
+
+
 def test_recommend_case_threshold_is_a_parameter() -> None:
     assert cases.recommend_case(50, True, small_max_per_class=20).case == 3
     assert cases.recommend_case(50, True, small_max_per_class=500).case == 1
 
 
-@pytest.mark.parametrize("bad", [0, -5, float("nan"), math.inf, -0.5])
+@pytest.mark.parametrize("bad", [0, -5, float("nan"), math.inf, -0.5, 10.5])
 def test_recommend_case_rejects_nonsense_sizes(bad: float) -> None:
     with pytest.raises(ValueError):
         cases.recommend_case(bad, True)

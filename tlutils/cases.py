@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -92,10 +93,10 @@ def recommend_case(
     ImageNet's (photos of everyday objects, animals, plants), not whether pixel statistics
     match. A dataset with fewer than ``small_max_per_class`` images per class is "small".
     """
-    if isinstance(images_per_class, bool) or not isinstance(images_per_class, (int, float)):
+    if isinstance(images_per_class, bool) or not isinstance(images_per_class, (numbers.Integral, float)):
         raise TypeError(f"images_per_class must be a number, got {type(images_per_class).__name__}.")
-    if isinstance(images_per_class, float) and (math.isnan(images_per_class) or math.isinf(images_per_class)):
-        raise ValueError(f"images_per_class must be a finite number, got {images_per_class}.")
+    if isinstance(images_per_class, float) and not (math.isfinite(images_per_class) and images_per_class.is_integer()):
+        raise ValueError(f"images_per_class must be a whole number of images, got {images_per_class}.")
     if images_per_class < 1:
         raise ValueError(
             f"images_per_class must be at least 1 (you need labelled images to transfer to), got {images_per_class}."
