@@ -60,3 +60,39 @@ def test_discriminative_lrs_right_and_wrong():
     assert not result.ok and "decreases" in str(result) and "not the largest" in str(result)
     partial = torch.optim.Adam([{"params": model.fc.parameters(), "lr": 1e-3}])
     assert "in no parameter group" in str(checks.check_discriminative_lrs(partial, model))
+
+
+def test_frozen_batchnorm_right_and_wrong(lite0):
+    model = tl.freeze(copy.deepcopy(lite0))
+    model.train()
+    result = checks.check_frozen_batchnorm(model)
+    assert not result.ok and "in train mode" in str(result)
+    tl.set_batchnorm_eval(model)
+    assert checks.check_frozen_batchnorm(model).ok
+    assert "no BatchNorm layer is frozen" in str(checks.check_frozen_batchnorm(tl.create_model(pretrained=False)))
+
+
+def test_strategy_right_and_wrong(lite0):
+    probe = tl.replace_head(tl.freeze(copy.deepcopy(lite0)), 3)
+    assert checks.check_strategy(probe, "linear_probe").ok
+    assert "trains the whole network" in str(checks.check_strategy(probe, "finetune"))
+    finetune = tl.create_model(num_classes=3)
+    assert checks.check_strategy(finetune, "finetune").ok
+    wrong = checks.check_strategy(finetune, "scratch")
+    assert not wrong.ok and "pretrained=False" in str(wrong)
+    assert checks.check_strategy(tl.create_model(pretrained=False, num_classes=3), "scratch").ok
+    with pytest.raises(ValueError, match="strategy must be"):
+        checks.check_strategy(finetune, "cut")
+
+
+def test_fine_tune_setup_right_and_wrong(lite0):
+    model = tl.replace_head(tl.freeze(copy.deepcopy(lite0)), 3)
+    opt = torch.optim.Adam(model.classifier.parameters(), lr=1e-3)
+    assert "still frozen" in str(checks.check_fine_tune_setup(model, opt, warmup_lr=1e-3))
+    tl.unfreeze(model, ["blocks.6", "conv_head", "bn2"])
+    stale = checks.check_fine_tune_setup(model, opt, warmup_lr=1e-3)
+    assert not stale.ok and "not in the optimizer" in str(stale)
+    too_fast = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    assert "at least 10 times below" in str(checks.check_fine_tune_setup(model, too_fast, warmup_lr=1e-3))
+    right = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    assert checks.check_fine_tune_setup(model, right, warmup_lr=1e-3).ok

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torchvision import transforms
 
-from .models import data_config, get_head
+from .models import data_config, get_head, lite0_state_dict
 
 __all__ = [
     "CheckResult",
@@ -23,6 +23,9 @@ __all__ = [
     "check_frozen_body",
     "check_case",
     "check_discriminative_lrs",
+    "check_frozen_batchnorm",
+    "check_strategy",
+    "check_fine_tune_setup",
 ]
 
 
@@ -194,4 +197,93 @@ def check_discriminative_lrs(optimizer: torch.optim.Optimizer, model: nn.Module)
         "the head has the largest learning rate",
         "the head has no learning rate" if head_lr is None else f"the head's rate {head_lr:g} is not the largest",
     )
+    return result
+
+
+def check_frozen_batchnorm(model: nn.Module) -> CheckResult:
+    """Are the BatchNorm layers of frozen parts in eval mode, so their statistics stay put (chapter 2)?"""
+    result = CheckResult("BatchNorm of the frozen body")
+    bns = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    frozen = [(n, m) for n, m in bns if all(not p.requires_grad for p in m.parameters())]
+    if not result.check(bool(frozen), f"{len(frozen)} BatchNorm layers are frozen", "no BatchNorm layer is frozen"):
+        return result
+    moving = [n for n, m in frozen if m.training]
+    result.check(
+        not moving,
+        "every frozen BatchNorm layer is in eval mode: its running statistics will not change",
+        f"{len(moving)} frozen BatchNorm layers are in train mode (e.g. {moving[:2]}): every forward pass "
+        "in training would overwrite their ImageNet statistics; call .eval() on them after model.train()",
+    )
+    return result
+
+
+def check_strategy(model: nn.Module, strategy: str) -> CheckResult:
+    """Is an EfficientNet-Lite0 set up for ``strategy``: "linear_probe", "finetune" or "scratch" (chapter 3)?"""
+    result = CheckResult(f"Strategy {strategy!r}")
+    if strategy not in ("linear_probe", "finetune", "scratch"):
+        raise ValueError(f"strategy must be 'linear_probe', 'finetune' or 'scratch', got {strategy!r}.")
+    stem = getattr(model, "conv_stem", None)
+    if stem is None:
+        result.failed.append("this is not an EfficientNet-Lite0 (no conv_stem): create it with tl.create_model()")
+        return result
+    pretrained = torch.equal(stem.weight.detach().cpu(), lite0_state_dict()["conv_stem.weight"])
+    want_pretrained = strategy != "scratch"
+    result.check(
+        pretrained == want_pretrained,
+        "the body starts from the ImageNet weights" if want_pretrained else "the body starts from random weights",
+        "the body has random weights, but this strategy reuses the pretrained ones (pretrained=True)"
+        if want_pretrained
+        else "the body has the ImageNet weights, but training from scratch starts from random ones (pretrained=False)",
+    )
+    head_ids = {id(p) for p in get_head(model).parameters()}
+    body = [p for p in model.parameters() if id(p) not in head_ids]
+    trainable_body = sum(p.requires_grad for p in body)
+    if strategy == "linear_probe":
+        result.check(
+            trainable_body == 0,
+            "the body is frozen",
+            f"{trainable_body} body parameter tensors are trainable; a linear probe trains only the head",
+        )
+    else:
+        result.check(
+            trainable_body == len(body),
+            "every body parameter is trainable",
+            f"{len(body) - trainable_body} body parameter tensors are frozen; {strategy} trains the whole network",
+        )
+    result.check(
+        all(p.requires_grad for p in get_head(model).parameters()),
+        "the head is trainable",
+        "the head is frozen: nothing would learn",
+    )
+    return result
+
+
+def check_fine_tune_setup(model: nn.Module, optimizer: torch.optim.Optimizer, warmup_lr: float) -> CheckResult:
+    """Phase 2 of the recipe: is part of the body unfrozen, in the optimizer, at a rate well below ``warmup_lr`` (chapter 4)?"""
+    result = CheckResult("Fine-tuning setup (phase 2)")
+    head_ids = {id(p) for p in get_head(model).parameters()}
+    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    body = [(n, p) for n, p in model.named_parameters() if id(p) not in head_ids]
+    unfrozen = [(n, p) for n, p in body if p.requires_grad]
+    if not result.check(
+        bool(unfrozen),
+        f"{len(unfrozen)} body parameter tensors are unfrozen",
+        "the body is still frozen: unfreeze it (or its top stages) with tl.unfreeze",
+    ):
+        return result
+    missing = [n for n, p in unfrozen if id(p) not in lr_of]
+    result.check(
+        not missing,
+        "every unfrozen body parameter is in the optimizer",
+        f"{len(missing)} unfrozen body parameter tensors are not in the optimizer (e.g. {missing[:2]}): "
+        "create the optimizer after unfreezing",
+    )
+    body_lrs = [lr_of[id(p)] for _, p in unfrozen if id(p) in lr_of]
+    if body_lrs:
+        result.check(
+            max(body_lrs) <= warmup_lr / 10 + 1e-12,
+            f"the body learns at most at {max(body_lrs):g}, at least 10 times below the warm-up's {warmup_lr:g}",
+            f"the body learns at {max(body_lrs):g}; keep it at least 10 times below the warm-up's {warmup_lr:g} "
+            "so the pretrained filters move only a little",
+        )
     return result
