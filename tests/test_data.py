@@ -3,7 +3,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import write_image
+from helpers import write_image
 from PIL import Image
 from torch.utils.data import Subset
 
