@@ -76,3 +76,11 @@ def test_history_extend_joins_phases():
 def test_get_device_is_usable():
     device = tl.get_device()
     assert torch.zeros(1, device=device).device.type == device.type
+
+
+def test_wrong_class_count_is_a_clear_error():
+    data = TensorDataset(torch.randn(8, 8), torch.tensor([0, 1, 2, 3, 4, 0, 1, 2]))
+    with pytest.raises(ValueError, match="The model has 2 outputs, but the data has label 4"):
+        tl.fit(nn.Linear(8, 2), DataLoader(data, batch_size=8), epochs=1, device="cpu", progress=False)
+    with pytest.raises(ValueError, match="replace_head"):
+        tl.evaluate(nn.Linear(8, 2), DataLoader(data, batch_size=8), device="cpu")

@@ -66,6 +66,15 @@ def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=enabled and device.type == "cuda")
 
 
+def _check_class_count(logits: torch.Tensor, targets: torch.Tensor) -> None:
+    """A clear error when the data has more classes than the model has outputs (e.g. the ImageNet head was kept)."""
+    if logits.ndim == 2 and targets.numel() and int(targets.max()) >= logits.shape[1]:
+        raise ValueError(
+            f"The model has {logits.shape[1]} outputs, but the data has label {int(targets.max())}: give the model "
+            "a head with one output per class, e.g. tl.replace_head(model, num_classes=len(dataset.classes))."
+        )
+
+
 def train_epoch(
     model: nn.Module,
     loader: Iterable,
@@ -93,6 +102,7 @@ def train_epoch(
         inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with _autocast(device, scaler is not None):
             logits = model(inputs)
+            _check_class_count(logits, targets)
             loss = loss_fn(logits, targets)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -135,6 +145,7 @@ def evaluate(
 ) -> tuple[float, float]:
     """Mean ``(loss, accuracy)`` of ``model`` on ``loader`` (chapter 2)."""
     logits, targets = predict(model, loader, device)
+    _check_class_count(logits, targets)
     return loss_fn(logits, targets).item(), (logits.argmax(1) == targets).float().mean().item()
 
 
