@@ -7,6 +7,7 @@ the verdict; ``bool(result)`` tells whether everything was right.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -45,9 +46,10 @@ class CheckResult:
         return self.ok
 
     def __str__(self) -> str:
+        """One line per verdict, wrapped to 76 characters so that it reads in the book's narrow column."""
         lines = [f"{self.title}: {'all right' if self.ok else 'not yet'}"]
-        lines += [f"  [ok]    {text}" for text in self.passed]
-        lines += [f"  [wrong] {text}" for text in self.failed]
+        for mark, texts in [("  [ok]    ", self.passed), ("  [wrong] ", self.failed)]:
+            lines += [textwrap.fill(t, 76, initial_indent=mark, subsequent_indent=" " * len(mark)) for t in texts]
         return "\n".join(lines)
 
     __repr__ = __str__
