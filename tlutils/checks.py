@@ -32,7 +32,7 @@ __all__ = [
 
 @dataclass
 class CheckResult:
-    """The verdict of a self-check: ``ok`` and one line per thing checked."""
+    """The verdict of a self-check: ``ok`` and one verdict per thing checked."""
 
     title: str
     passed: list[str] = field(default_factory=list)
