@@ -360,7 +360,7 @@ def linear_probe_accuracy(
     val_labels: torch.Tensor | np.ndarray,
     C: float = 1.0,
 ) -> float:
-    """Validation accuracy of a logistic regression on fixed features: how linearly separable they are (chapter 4).
+    """Validation accuracy of a logistic regression on fixed features: how linearly separable they are (chapters 3, 4).
 
     Features are standardised with the training set's mean and spread first.
     """
