@@ -41,7 +41,8 @@ def test_notebook_colab_cell_uses_the_configured_repository(notebook):
     url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
     first = code_cells(notebook)[0]
     assert '"google.colab" in sys.modules' in first
-    assert re.search(r"%pip install .*tlutils @ git\+" + re.escape(url), first), first
+    assert f'REPOSITORY = "git+{url}"' in first, first
+    assert '%pip install -q "tlutils @ {REPOSITORY}"' in first, first
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
@@ -51,3 +52,14 @@ def test_notebook_uses_the_available_device_and_is_stored_clean(notebook):
     source = "\n".join(code_cells(notebook))
     assert "tl.get_device()" in source
     assert "from myst_nb import" not in source, "use tl.glue: Colab has no myst_nb"
+
+
+PAGES = sorted((ROOT / "book").glob("*.md"))
+COLUMN = 88  # characters the book's column shows before a code block scrolls sideways
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_code_blocks_fit_the_column(page):
+    blocks = re.findall(r"^```(?:python|bash)\n(.*?)^```", page.read_text(), flags=re.S | re.M)
+    long = [line for block in blocks for line in block.splitlines() if len(line) > COLUMN]
+    assert not long, f"{page.name}: code lines over {COLUMN} characters: {long}"

@@ -40,7 +40,8 @@ def test_page_code_runs_on_a_small_folder(tmp_path, monkeypatch):
     assert len(blocks) == 2
     namespace: dict = {}
     main = blocks[0].replace('"my_photos"', repr(str(folder))).replace("image_size=160", "image_size=64")
-    main = main.replace("warmup_epochs=3, finetune_epochs=5", "warmup_epochs=1, finetune_epochs=1")
+    main = main.replace("warm_up_epochs=3, fine_tune_epochs=5", "warm_up_epochs=1, fine_tune_epochs=1")
+    assert "warm_up_epochs=1, fine_tune_epochs=1" in main
     exec(compile(main, str(PAGE), "exec"), namespace)
     assert len(namespace["history"].train_loss) == 2
     assert namespace["per_class"] == 8

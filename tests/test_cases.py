@@ -25,10 +25,10 @@ def lite0() -> torch.nn.Module:
     [
         (10, True, 1, "linear_probe"),
         (10, False, 2, "cut_probe"),
-        (1000, True, 3, "finetune"),
-        (1000, False, 4, "finetune"),
+        (1000, True, 3, "fine_tune"),
+        (1000, False, 4, "fine_tune"),
         (99, True, 1, "linear_probe"),
-        (100, True, 3, "finetune"),
+        (100, True, 3, "fine_tune"),
         (1, False, 2, "cut_probe"),
     ],
 )
@@ -118,7 +118,7 @@ def test_stage_features_cached_and_split(lite0: torch.nn.Module, tmp_path, monke
         (root / f"class{c}").mkdir(parents=True)
         for i in range(3):
             Image.new("RGB", (40, 40), color).save(root / f"class{c}" / f"{i}.png")
-    dataset = tl.ImageFolder(root, transform=tl.make_transforms(image_size=32))
+    dataset = tl.ImageFolder(root, transform=tl.create_transform(image_size=32))
     feats, labels = cases.stage_features(lite0, dataset, stages=[1, 8], progress=False)
     assert sorted(feats) == [1, 8]
     assert feats[1].shape == (6, 16) and feats[8].shape == (6, 1280)
@@ -142,7 +142,7 @@ def test_build_model_strategies(lite0: torch.nn.Module) -> None:
     cut = cases.build_model("cut_probe", 5, cut_stage=4, model=lite0)
     assert _trainable(cut) == 80 * 5 + 5
     assert cut(x).shape == (2, 5)
-    fine = cases.build_model("finetune", 3, model=lite0)
+    fine = cases.build_model("fine_tune", 3, model=lite0)
     assert _trainable(fine) == tl.count_parameters(fine)[1]
     assert torch.equal(fine.conv_stem.weight, lite0.conv_stem.weight)
     scratch = cases.build_model("scratch", 3)
@@ -163,7 +163,7 @@ def test_build_model_errors(lite0: torch.nn.Module) -> None:
     with pytest.raises(ValueError, match="Unknown strategy"):
         cases.build_model("freeze_half", 5, model=lite0)
     with pytest.raises(ValueError, match="num_classes"):
-        cases.build_model("finetune", 1, model=lite0)
+        cases.build_model("fine_tune", 1, model=lite0)
     with pytest.raises(ValueError, match="cut stage"):
         cases.build_model("cut_probe", 5, cut_stage=12, model=lite0)
 

@@ -18,10 +18,10 @@ def lite0():
 
 
 def test_preprocessing_right_and_wrong(lite0):
-    right = tl.make_transforms(tl.data_config(lite0))
+    right = tl.create_transform(tl.data_config(lite0))
     assert checks.check_preprocessing(right, lite0).ok
     wrong_cfg = {**tl.data_config(lite0), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
-    result = checks.check_preprocessing(tl.make_transforms(wrong_cfg), lite0)
+    result = checks.check_preprocessing(tl.create_transform(wrong_cfg), lite0)
     assert not result and "pretrained with mean (0.5, 0.5, 0.5)" in said(result)
     from torchvision import transforms
 
@@ -80,9 +80,9 @@ def test_frozen_batchnorm_right_and_wrong(lite0):
 def test_strategy_right_and_wrong(lite0):
     probe = tl.replace_head(tl.freeze(copy.deepcopy(lite0)), 3)
     assert checks.check_strategy(probe, "linear_probe").ok
-    assert "trains the whole network" in said(checks.check_strategy(probe, "finetune"))
+    assert "trains the whole network" in said(checks.check_strategy(probe, "fine_tune"))
     finetune = tl.create_model(num_classes=3)
-    assert checks.check_strategy(finetune, "finetune").ok
+    assert checks.check_strategy(finetune, "fine_tune").ok
     wrong = checks.check_strategy(finetune, "scratch")
     assert not wrong.ok and "pretrained=False" in said(wrong)
     assert checks.check_strategy(tl.create_model(pretrained=False, num_classes=3), "scratch").ok
@@ -93,14 +93,14 @@ def test_strategy_right_and_wrong(lite0):
 def test_fine_tune_setup_right_and_wrong(lite0):
     model = tl.replace_head(tl.freeze(copy.deepcopy(lite0)), 3)
     opt = torch.optim.Adam(model.classifier.parameters(), lr=1e-3)
-    assert "still frozen" in said(checks.check_fine_tune_setup(model, opt, warmup_lr=1e-3))
+    assert "still frozen" in said(checks.check_fine_tune_setup(model, opt, warm_up_lr=1e-3))
     tl.unfreeze(model, ["blocks.6", "conv_head", "bn2"])
-    stale = checks.check_fine_tune_setup(model, opt, warmup_lr=1e-3)
+    stale = checks.check_fine_tune_setup(model, opt, warm_up_lr=1e-3)
     assert not stale.ok and "not in the optimizer" in said(stale)
     too_fast = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    assert "at least 10 times below" in said(checks.check_fine_tune_setup(model, too_fast, warmup_lr=1e-3))
+    assert "at least 10 times below" in said(checks.check_fine_tune_setup(model, too_fast, warm_up_lr=1e-3))
     right = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    assert checks.check_fine_tune_setup(model, right, warmup_lr=1e-3).ok
+    assert checks.check_fine_tune_setup(model, right, warm_up_lr=1e-3).ok
 
 
 def test_verdicts_are_wrapped_for_the_book_column():

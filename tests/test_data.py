@@ -164,19 +164,28 @@ def test_transforms_match_the_model_config(image_folder):
         "interpolation": "bicubic",
         "crop_pct": 0.875,
     }
-    dataset = tl.ImageFolder(image_folder, transform=tl.make_transforms(cfg, image_size=48))
+    dataset = tl.ImageFolder(image_folder, transform=tl.create_transform(cfg, image_size=48))
     image, _ = dataset[0]
     assert image.shape == (3, 48, 48) and image.min() >= -1 and image.max() <= 1
-    train = tl.make_transforms(cfg, train=True, image_size=32)
+    train = tl.create_transform(cfg, train=True, image_size=32)
     assert "RandomResizedCrop" in repr(train) and train(tl.load_rgb(dataset.samples[0][0])).shape == (3, 32, 32)
 
 
 def test_make_loader_is_seeded(image_folder):
-    dataset = tl.ImageFolder(image_folder, transform=tl.make_transforms(image_size=16))
-    first = [y.tolist() for _, y in tl.make_loader(dataset, batch_size=4, shuffle=True, num_workers=0, seed=1)]
-    again = [y.tolist() for _, y in tl.make_loader(dataset, batch_size=4, shuffle=True, num_workers=0, seed=1)]
+    dataset = tl.ImageFolder(image_folder, transform=tl.create_transform(image_size=16))
+    first = [y.tolist() for _, y in tl.create_loader(dataset, batch_size=4, shuffle=True, num_workers=0, seed=1)]
+    again = [y.tolist() for _, y in tl.create_loader(dataset, batch_size=4, shuffle=True, num_workers=0, seed=1)]
     assert first == again
-    assert tl.data.default_num_workers() >= 0
+
+
+def test_default_num_workers_follows_the_platform_and_the_cores(monkeypatch):
+    monkeypatch.setattr(tl.data.platform, "system", lambda: "Darwin")
+    assert tl.data.default_num_workers() == 0  # spawned workers can't import notebook functions
+    monkeypatch.setattr(tl.data.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(tl.data.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert tl.data.default_num_workers() == 2
+    monkeypatch.setattr(tl.data.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert tl.data.default_num_workers() == 4
 
 
 @pytest.mark.skipif(

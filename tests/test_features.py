@@ -6,7 +6,7 @@ import tlutils as tl
 
 @pytest.fixture
 def small_dataset(image_folder):
-    return tl.ImageFolder(image_folder, transform=tl.make_transforms(image_size=64))
+    return tl.ImageFolder(image_folder, transform=tl.create_transform(image_size=64))
 
 
 def test_feature_extractor_returns_pooled_features(pretrained):
@@ -37,7 +37,7 @@ def test_cached_features_equal_fresh_ones(pretrained, small_dataset, tmp_cache):
 def test_cache_key_changes_with_weights_files_and_transform(pretrained, small_dataset, image_folder):
     backbone = tl.feature_extractor(pretrained)
     key = tl.features.feature_cache_key(backbone, small_dataset)
-    other_transform = tl.ImageFolder(image_folder, transform=tl.make_transforms(image_size=32))
+    other_transform = tl.ImageFolder(image_folder, transform=tl.create_transform(image_size=32))
     assert tl.features.feature_cache_key(backbone, other_transform) != key
     subset = torch.utils.data.Subset(small_dataset, [0, 1, 2])
     assert tl.features.feature_cache_key(backbone, subset) != key
@@ -59,7 +59,7 @@ def test_damaged_cache_file_is_recomputed(pretrained, small_dataset, tmp_cache):
 
 
 def test_random_transform_cannot_be_cached(pretrained, image_folder):
-    augmented = tl.ImageFolder(image_folder, transform=tl.make_transforms(train=True, image_size=32))
+    augmented = tl.ImageFolder(image_folder, transform=tl.create_transform(train=True, image_size=32))
     with pytest.raises(ValueError, match="random"):
         tl.extract_features(tl.feature_extractor(pretrained), augmented, device="cpu", progress=False)
 

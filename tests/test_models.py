@@ -10,7 +10,7 @@ CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat
 
 
 def top1(model, photo):
-    transform = tl.make_transforms(tl.data_config(model))
+    transform = tl.create_transform(tl.data_config(model))
     image = Image.fromarray(getattr(skdata, photo)())
     with torch.no_grad():
         return tl.imagenet_classes()[model(transform(image).unsqueeze(0)).argmax().item()]

@@ -4,17 +4,18 @@ Each module holds one idea; every function's docstring names the chapter that te
 
 * :mod:`tlutils.models`: pretrained models (offline EfficientNet-Lite0), heads, freezing.
 * :mod:`tlutils.data`: the course datasets, offline mirror, splits, transforms, loaders.
-* :mod:`tlutils.train`: one training loop (``fit``), evaluation, device, seeding.
-* :mod:`tlutils.features`: frozen-backbone features, extracted once and cached.
+* :mod:`tlutils.train`: the one training loop (``fit``), optimisers, evaluation, device, seeding.
+* :mod:`tlutils.stages`: one numbering of the stages of a network (0 = stem ... 8 = head conv).
+* :mod:`tlutils.features`: frozen-backbone features, extracted once and cached; linear probes.
 * :mod:`tlutils.plot`: image grids, training curves, confusion matrices.
 * :mod:`tlutils.layers`: what the layers see: filters, feature maps, 2-D maps of features (chapter 2).
-* :mod:`tlutils.cases`: the four cases: the rule, strategy models, stage features (chapter 3).
-* :mod:`tlutils.finetune`: warm-up then fine-tune, discriminative learning rates (chapter 4).
+* :mod:`tlutils.cases`: the four cases: the rule and the model of each strategy (chapter 3).
+* :mod:`tlutils.finetune`: warm up, then fine-tune; discriminative learning rates (chapter 4).
 * :mod:`tlutils.book`: ``glue`` measured numbers into the book's prose.
 * :mod:`tlutils.checks`: self-checks for the hands-on exercises.
 """
 
-from . import cases, checks, finetune, layers
+from . import cases, checks, finetune, layers, stages
 from .book import glue
 from .data import (
     DATASETS,
@@ -24,14 +25,20 @@ from .data import (
     load_dataset,
     load_image_folder,
     load_rgb,
-    make_loader,
-    make_transforms,
+    create_loader,
+    create_transform,
     stratified_split,
     subsample_per_class,
     targets_of,
     verify_mirror,
 )
-from .features import extract_features, feature_extractor, features_dataset
+from .features import (
+    extract_features,
+    feature_extractor,
+    features_dataset,
+    linear_probe_accuracy,
+    stage_features,
+)
 from .models import (
     DEFAULT_MODEL,
     count_parameters,
@@ -45,8 +52,16 @@ from .models import (
     set_batchnorm_eval,
     unfreeze,
 )
-from .plot import plot_confusion_matrix, plot_history, show_images
-from .train import History, evaluate, fit, get_device, predict, seed_everything
+from .plot import plot_confusion_matrix, plot_history, plot_runs, show_images
+from .train import (
+    History,
+    create_optimizer,
+    evaluate,
+    fit,
+    get_device,
+    predict,
+    seed_everything,
+)
 
 __version__ = "0.1.0"
 
@@ -59,6 +74,11 @@ __all__ = [
     "checks",
     "finetune",
     "layers",
+    "stages",
+    "create_optimizer",
+    "linear_probe_accuracy",
+    "plot_runs",
+    "stage_features",
     "classes_of",
     "count_parameters",
     "create_model",
@@ -79,8 +99,8 @@ __all__ = [
     "load_image_folder",
     "load_rgb",
     "verify_mirror",
-    "make_loader",
-    "make_transforms",
+    "create_loader",
+    "create_transform",
     "plot_confusion_matrix",
     "plot_history",
     "predict",

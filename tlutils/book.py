@@ -13,7 +13,7 @@ __all__ = ["glue"]
 
 
 def glue(name: str, value: Any, display: bool = False) -> None:
-    """Store ``value`` under ``name`` for ``{glue:text}`name``` in the book; works without MyST-NB too.
+    """Store ``value`` under ``name`` for ``{glue:text}`name``` in the book; works without MyST-NB too (all chapters).
 
     NumPy and PyTorch scalars become plain Python numbers, so that format specs such as
     ``{glue:text}`name:.2f``` work on them.

@@ -10,10 +10,10 @@ small       1: frozen body, new head              2: cut the body early, new hea
 large       3: fine-tune everything               4: fine-tune everything, or scratch
 ==========  ===================================  =====================================
 
-This module turns the rule into code (:func:`recommend_case`), builds the model of every
-strategy (:func:`build_model`) and extracts pooled features of every stage of
-EfficientNet-Lite0 in one pass, cached (:class:`StageFeatures`, :func:`stage_features`),
-so that frozen strategies cost one forward pass per image.
+This module turns the rule into code (:func:`recommend_case`) and creates the model of
+every strategy (:func:`create_strategy_model`). Stages are numbered as everywhere in the
+course (:mod:`tlutils.stages`); :func:`tlutils.features.stage_features` extracts the pooled
+features of every stage in one cached pass, so frozen strategies cost one forward pass.
 """
 
 from __future__ import annotations
@@ -22,35 +22,27 @@ import copy
 import math
 import numbers
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
-from .features import extract_features
 from .models import create_model, freeze
+from .stages import body_to_stage, stage_channels
 
 __all__ = [
+    "Strategy",
     "STRATEGIES",
-    "STAGE_NAMES",
-    "NUM_STAGES",
     "SMALL_MAX_PER_CLASS",
     "Recommendation",
     "recommend_case",
-    "StageFeatures",
-    "stage_channels",
-    "stage_features",
-    "build_model",
+    "create_strategy_model",
     "plot_decision_guide",
 ]
 
-STRATEGIES = ("linear_probe", "cut_probe", "finetune", "scratch")
+Strategy = Literal["linear_probe", "cut_probe", "fine_tune", "scratch"]
+STRATEGIES: tuple[str, ...] = get_args(Strategy)
 """The four strategies compared in chapter 3."""
-
-STAGE_NAMES = ("stem", "stage 1", "stage 2", "stage 3", "stage 4", "stage 5", "stage 6", "stage 7", "head conv")
-"""Cut points of EfficientNet-Lite0: 0 is the stem, 1-7 its block stages, 8 the final 1x1 conv (1280 features)."""
-
-NUM_STAGES = len(STAGE_NAMES)
 
 SMALL_MAX_PER_CLASS = 100
 """Below this many images per class the course calls a dataset *small* (a rule of thumb, not a law)."""
@@ -58,12 +50,12 @@ SMALL_MAX_PER_CLASS = 100
 
 @dataclass(frozen=True)
 class Recommendation:
-    """What the four-case rule suggests for a dataset."""
+    """What the four-case rule suggests for a dataset (chapter 3)."""
 
     case: int
     size: str  # "small" or "large"
     similarity: str  # "similar" or "different"
-    strategy: str  # one of STRATEGIES
+    strategy: Strategy
     advice: str
 
 
@@ -74,9 +66,9 @@ _ADVICE = {
         "Keep only the first, more generic stages of the body (cut it early), add pooling and a new head, "
         "train the head. Compare a few cut points on validation data.",
     ),
-    3: ("finetune", "New head, body initialised from the pretrained weights, fine-tune the whole network."),
+    3: ("fine_tune", "New head, body initialised from the pretrained weights, fine-tune the whole network."),
     4: (
-        "finetune",
+        "fine_tune",
         "Fine-tune the whole network from the pretrained weights, and compare with training from scratch "
         "if you have the data and compute.",
     ),
@@ -120,95 +112,6 @@ def recommend_case(
     )
 
 
-def _check_lite0(model: nn.Module) -> None:
-    needed = ("conv_stem", "bn1", "blocks", "conv_head", "bn2")
-    if not all(hasattr(model, name) for name in needed) or len(model.blocks) != NUM_STAGES - 2:
-        raise TypeError(
-            "Stage cutting needs an EfficientNet-Lite0 from tlutils.create_model() (timm layout: conv_stem, bn1, "
-            f"7 block stages, conv_head, bn2); got {type(model).__name__}."
-        )
-
-
-def _check_stage(stage: int) -> int:
-    if isinstance(stage, bool) or not isinstance(stage, int) or not 0 <= stage < NUM_STAGES:
-        raise ValueError(
-            f"A cut stage must be an integer from 0 (stem) to {NUM_STAGES - 1} (head conv), got {stage!r}. "
-            f"Stages: {', '.join(f'{i}={n}' for i, n in enumerate(STAGE_NAMES))}."
-        )
-    return stage
-
-
-def _body_layers(model: nn.Module, cut_stage: int) -> list[nn.Module]:
-    """The layers of Lite0 up to and including stage ``cut_stage``, in order."""
-    layers = [model.conv_stem, model.bn1, *list(model.blocks)[:cut_stage]]
-    if cut_stage == NUM_STAGES - 1:
-        layers += [model.conv_head, model.bn2]
-    return layers
-
-
-def stage_channels(model: nn.Module | None = None) -> list[int]:
-    """Number of channels (= pooled feature size) after every stage of Lite0, stem to head conv (chapter 3)."""
-    model = model if model is not None else create_model(pretrained=False)
-    _check_lite0(model)
-    # The last block of a stage ends in a BatchNorm: bn2 (depthwise-separable block) or bn3 (inverted residual).
-    blocks = [stage[-1].bn3 if hasattr(stage[-1], "bn3") else stage[-1].bn2 for stage in model.blocks]
-    return [model.bn1.num_features, *(bn.num_features for bn in blocks), model.bn2.num_features]
-
-
-class StageFeatures(nn.Module):
-    """A frozen Lite0 body that returns the globally average-pooled output of chosen stages, concatenated (chapter 3).
-
-    One forward pass gives the features of every cut point, so :func:`tlutils.extract_features`
-    can run it once and cache the result. The chosen stages are stored as a buffer, so they
-    are part of the cache key.
-    """
-
-    def __init__(self, model: nn.Module, stages: tuple[int, ...] | list[int] | None = None) -> None:
-        super().__init__()
-        _check_lite0(model)
-        stages = tuple(range(NUM_STAGES)) if stages is None else tuple(_check_stage(s) for s in stages)
-        if not stages or len(set(stages)) != len(stages):
-            raise ValueError(f"stages must be a non-empty list of different stages, got {stages!r}.")
-        self.last = max(stages)
-        self.body = nn.Sequential(*_body_layers(copy.deepcopy(model), self.last))
-        self.register_buffer("stages", torch.tensor(sorted(stages)))
-        freeze(self)
-        self.eval()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        wanted = set(self.stages.tolist())
-        pooled = []
-        # body = [conv_stem, bn1, block stages 1..k, (conv_head, bn2)]; stage 0 ends after bn1.
-        x = self.body[1](self.body[0](x))
-        if 0 in wanted:
-            pooled.append(x.mean((2, 3)))
-        for stage in range(1, min(self.last, NUM_STAGES - 2) + 1):
-            x = self.body[stage + 1](x)
-            if stage in wanted:
-                pooled.append(x.mean((2, 3)))
-        if self.last == NUM_STAGES - 1:
-            x = self.body[-1](self.body[-2](x))
-            pooled.append(x.mean((2, 3)))
-        return torch.cat(pooled, dim=1)
-
-
-def stage_features(
-    model: nn.Module, dataset: Dataset, stages: tuple[int, ...] | list[int] | None = None, **kwargs
-) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
-    """Pooled features of every chosen stage for ``dataset``: ``({stage: features}, labels)`` (chapter 3).
-
-    Runs :class:`StageFeatures` once through :func:`tlutils.extract_features` (cached on
-    disk, keyword arguments are passed on) and splits the concatenated vector per stage.
-    """
-    backbone = StageFeatures(model, stages)
-    features, labels = extract_features(backbone, dataset, **kwargs)
-    sizes = [stage_channels(model)[s] for s in backbone.stages.tolist()]
-    if features.shape[1] != sum(sizes):
-        raise RuntimeError(f"Expected {sum(sizes)} features per image, got {features.shape[1]}.")
-    parts = torch.split(features, sizes, dim=1)
-    return dict(zip(backbone.stages.tolist(), parts, strict=True)), labels
-
-
 class CutModel(nn.Module):
     """The body of Lite0 up to a cut stage, global average pooling and a new linear head (chapter 3)."""
 
@@ -222,8 +125,8 @@ class CutModel(nn.Module):
         return self.head(self.pool(self.body(x)).flatten(1))
 
 
-def build_model(
-    strategy: str,
+def create_strategy_model(
+    strategy: Strategy,
     num_classes: int,
     cut_stage: int = 4,
     model: nn.Module | None = None,
@@ -232,8 +135,8 @@ def build_model(
 
     * ``"linear_probe"``: pretrained Lite0, body frozen, new last layer (only it trains);
     * ``"cut_probe"``: pretrained Lite0 cut after stage ``cut_stage`` (0 = stem ... 8 = head
-      conv, see :data:`STAGE_NAMES`), frozen, + global average pooling + new linear head;
-    * ``"finetune"``: pretrained Lite0, new head, every parameter trains;
+      conv, see :mod:`tlutils.stages`), frozen, + global average pooling + new linear head;
+    * ``"fine_tune"``: pretrained Lite0, new head, every parameter trains;
     * ``"scratch"``: the same architecture with random weights, every parameter trains.
 
     ``model`` is a pretrained Lite0 to start from (it is copied, not changed; by default a
@@ -246,12 +149,11 @@ def build_model(
     if strategy == "scratch":
         return create_model(pretrained=False, num_classes=num_classes)
     model = copy.deepcopy(model) if model is not None else create_model(pretrained=True)
-    _check_lite0(model)
+    channels = stage_channels(model)  # a clear error unless it is EfficientNet-Lite0
     if strategy == "cut_probe":
-        _check_stage(cut_stage)
-        body = nn.Sequential(*_body_layers(model, cut_stage))
+        body = body_to_stage(model, cut_stage)
         freeze(body)
-        return CutModel(body, stage_channels(model)[cut_stage], num_classes)
+        return CutModel(body, channels[cut_stage], num_classes)
     model.reset_classifier(num_classes)
     if strategy == "linear_probe":
         freeze(model)

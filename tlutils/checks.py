@@ -32,7 +32,7 @@ __all__ = [
 
 @dataclass
 class CheckResult:
-    """The verdict of a self-check: ``ok`` and one verdict per thing checked."""
+    """The verdict of a self-check: ``ok`` and one verdict per thing checked (all chapters)."""
 
     title: str
     passed: list[str] = field(default_factory=list)
@@ -220,10 +220,10 @@ def check_frozen_batchnorm(model: nn.Module) -> CheckResult:
 
 
 def check_strategy(model: nn.Module, strategy: str) -> CheckResult:
-    """Is an EfficientNet-Lite0 set up for ``strategy``: "linear_probe", "finetune" or "scratch" (chapter 3)?"""
+    """Is an EfficientNet-Lite0 set up for ``strategy``: "linear_probe", "fine_tune" or "scratch" (chapter 3)?"""
     result = CheckResult(f"Strategy {strategy!r}")
-    if strategy not in ("linear_probe", "finetune", "scratch"):
-        raise ValueError(f"strategy must be 'linear_probe', 'finetune' or 'scratch', got {strategy!r}.")
+    if strategy not in ("linear_probe", "fine_tune", "scratch"):
+        raise ValueError(f"strategy must be 'linear_probe', 'fine_tune' or 'scratch', got {strategy!r}.")
     stem = getattr(model, "conv_stem", None)
     if stem is None:
         result.failed.append("this is not an EfficientNet-Lite0 (no conv_stem): create it with tl.create_model()")
@@ -260,8 +260,8 @@ def check_strategy(model: nn.Module, strategy: str) -> CheckResult:
     return result
 
 
-def check_fine_tune_setup(model: nn.Module, optimizer: torch.optim.Optimizer, warmup_lr: float) -> CheckResult:
-    """Phase 2 of the recipe: is part of the body unfrozen, in the optimizer, at a rate well below ``warmup_lr`` (chapter 4)?"""
+def check_fine_tune_setup(model: nn.Module, optimizer: torch.optim.Optimizer, warm_up_lr: float) -> CheckResult:
+    """Phase 2 of the recipe: is part of the body unfrozen, in the optimizer, at a rate well below ``warm_up_lr`` (chapter 4)?"""
     result = CheckResult("Fine-tuning setup (phase 2)")
     head_ids = {id(p) for p in get_head(model).parameters()}
     lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
@@ -283,9 +283,9 @@ def check_fine_tune_setup(model: nn.Module, optimizer: torch.optim.Optimizer, wa
     body_lrs = [lr_of[id(p)] for _, p in unfrozen if id(p) in lr_of]
     if body_lrs:
         result.check(
-            max(body_lrs) <= warmup_lr / 10 + 1e-12,
-            f"the body learns at most at {max(body_lrs):g}, at least 10 times below the warm-up's {warmup_lr:g}",
-            f"the body learns at {max(body_lrs):g}; keep it at least 10 times below the warm-up's {warmup_lr:g} "
+            max(body_lrs) <= warm_up_lr / 10 + 1e-12,
+            f"the body learns at most at {max(body_lrs):g}, at least 10 times below the warm-up's {warm_up_lr:g}",
+            f"the body learns at {max(body_lrs):g}; keep it at least 10 times below the warm-up's {warm_up_lr:g} "
             "so the pretrained filters move only a little",
         )
     return result

@@ -51,8 +51,8 @@ __all__ = [
     "load_image_folder",
     "stratified_split",
     "subsample_per_class",
-    "make_transforms",
-    "make_loader",
+    "create_transform",
+    "create_loader",
     "default_num_workers",
     "targets_of",
     "classes_of",
@@ -116,7 +116,7 @@ IMAGE_EXTENSIONS = (*datasets.folder.IMG_EXTENSIONS, ".gif")
 
 
 def cache_dir() -> Path:
-    """The folder for downloads and cached features (``$TLUTILS_CACHE`` or ``~/.cache/tlutils``)."""
+    """The folder for downloads and cached features (``$TLUTILS_CACHE`` or ``~/.cache/tlutils``) (chapter 1)."""
     path = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tlutils").expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -173,7 +173,7 @@ def _check_manifest(mirror: Path, name: str, verify_checksums: bool = False) -> 
 
 
 def verify_mirror(name: str) -> Path:
-    """Check every file of a mirrored dataset against the mirror's ``MANIFEST.sha256`` (slow: reads all bytes)."""
+    """Check every file of a mirrored dataset against the mirror's ``MANIFEST.sha256`` (slow: reads all bytes) (chapter 1)."""
     _info(name)
     mirror = os.environ.get(MIRROR_ENV)
     if not mirror:
@@ -183,7 +183,7 @@ def verify_mirror(name: str) -> Path:
 
 
 def dataset_dir(name: str, download: bool = True) -> Path:
-    """The folder holding dataset ``name``: the mirror if ``$TLUTILS_DATA_MIRROR`` is set, else the download cache.
+    """The folder holding dataset ``name``: the mirror if ``$TLUTILS_DATA_MIRROR`` is set, else the download cache (chapter 1).
 
     With no mirror, the official archive is downloaded once, verified (checksum where
     known, then the image count of every class) and extracted atomically: an
@@ -253,7 +253,7 @@ def is_image_file(path: str) -> bool:
 
 
 def load_rgb(path: str | Path) -> Image.Image:
-    """Open an image file as RGB (grayscale, palette, RGBA and GIF images are converted); name the file if it is unreadable."""
+    """Open an image file as RGB (grayscale, palette, RGBA and GIF images are converted); name the file if it is unreadable (chapter 1)."""
     try:
         with Image.open(path) as img:
             img.load()
@@ -277,7 +277,7 @@ class ImageFolder(datasets.ImageFolder):
 
 
 def targets_of(dataset: Dataset) -> list[int]:
-    """The label of every item of an ImageFolder or a (nested) Subset, without decoding images."""
+    """The label of every item of an ImageFolder or a (nested) Subset, without decoding images (chapter 3)."""
     if isinstance(dataset, Subset):
         parent = targets_of(dataset.dataset)
         return [parent[i] for i in dataset.indices]
@@ -287,7 +287,7 @@ def targets_of(dataset: Dataset) -> list[int]:
 
 
 def classes_of(dataset: Dataset) -> list[str]:
-    """The class names of an ImageFolder or a (nested) Subset."""
+    """The class names of an ImageFolder or a (nested) Subset (chapter 3)."""
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
     return list(dataset.classes)
@@ -327,7 +327,7 @@ def subsample_per_class(dataset: Dataset, k: int, seed: int = 0) -> Subset:
     return Subset(dataset, sorted(chosen))
 
 
-def make_transforms(
+def create_transform(
     config: dict[str, Any] | None = None,
     train: bool = False,
     image_size: int | None = None,
@@ -415,14 +415,14 @@ def load_dataset(
 
 
 def default_num_workers() -> int:
-    """DataLoader workers that are safe in notebooks: 0 on Windows and macOS (spawned workers
+    """DataLoader workers that are safe in notebooks: 0 on Windows and macOS (spawned workers (chapter 1)
     cannot import functions defined in a notebook), up to 4 on Linux."""
     if platform.system() in ("Windows", "Darwin"):
         return 0
     return min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-def make_loader(
+def create_loader(
     dataset: Dataset, batch_size: int = 32, shuffle: bool = False, num_workers: int | None = None, seed: int = 0
 ) -> DataLoader:
     """A DataLoader with notebook-safe workers and a seeded shuffle (chapter 1)."""

@@ -12,17 +12,26 @@ import copy
 import hashlib
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 from tqdm.auto import tqdm
 
-from .data import cache_dir, make_loader
+from .data import cache_dir, create_loader
 from .train import get_device
 
-__all__ = ["feature_extractor", "extract_features", "feature_cache_key", "features_dataset"]
+__all__ = [
+    "feature_extractor",
+    "extract_features",
+    "feature_cache_key",
+    "features_dataset",
+    "stage_features",
+    "linear_probe_accuracy",
+]
 
 
 def feature_extractor(model: nn.Module) -> nn.Module:
@@ -76,7 +85,7 @@ def feature_cache_key(backbone: nn.Module, dataset: Dataset, extra: str = "") ->
     if transform is not None and "Random" in repr(transform):
         raise ValueError(
             "The dataset's transform is random (augmentation), so its features change every epoch and "
-            "cannot be cached. Use the evaluation transform (make_transforms(train=False))."
+            "cannot be cached. Use the evaluation transform (create_transform(train=False))."
         )
     digest.update(repr(transform).encode())
     for path, label in samples:
@@ -91,13 +100,18 @@ def _run(backbone: nn.Module, dataset: Dataset, batch_size: int, device: torch.d
     # channels_last is faster for convolutions on CPUs and on recent GPUs.
     backbone = backbone.to(device, memory_format=torch.channels_last).eval()
     features, labels = [], []
-    loader = make_loader(dataset, batch_size=batch_size, shuffle=False)
-    for images, targets in tqdm(loader, desc="features", leave=False, disable=not progress):
+    loader = create_loader(dataset, batch_size=batch_size, shuffle=False)
+    # A bar that is updated by hand: tqdm.auto's wrapper of an iterable starts the loader
+    # (and its worker processes) once more than needed.
+    bar = tqdm(total=len(loader), desc="features", leave=False, disable=not progress)
+    for images, targets in loader:
         images = images.to(device, memory_format=torch.channels_last)
         with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
             out = backbone(images)
         features.append(out.float().flatten(1).cpu())
         labels.append(targets)
+        bar.update()
+    bar.close()
     return torch.cat(features), torch.cat(labels)
 
 
@@ -146,3 +160,49 @@ def extract_features(
 def features_dataset(features: torch.Tensor, labels: torch.Tensor) -> TensorDataset:
     """Cached features as a dataset, so a head trains on them with the usual DataLoader (chapter 2)."""
     return TensorDataset(features, labels)
+
+
+def stage_features(
+    model: nn.Module, dataset: Dataset, stages: Sequence[int] | None = None, **kwargs
+) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+    """Pooled features of chosen stages of Lite0: ``({stage: features}, labels)`` (chapter 3).
+
+    Runs :class:`tlutils.stages.StageFeatures` once through :func:`extract_features`
+    (cached on disk; keyword arguments are passed on) and splits the vector per stage.
+    """
+    from .stages import StageFeatures, stage_channels
+
+    backbone = StageFeatures(model, stages)
+    features, labels = extract_features(backbone, dataset, **kwargs)
+    chosen = backbone.stages.tolist()
+    sizes = [stage_channels(model)[s] for s in chosen]
+    if features.shape[1] != sum(sizes):
+        raise RuntimeError(f"Expected {sum(sizes)} features per image, got {features.shape[1]}.")
+    return dict(zip(chosen, torch.split(features, sizes, dim=1), strict=True)), labels
+
+
+def linear_probe_accuracy(
+    train_features: torch.Tensor | np.ndarray,
+    train_labels: torch.Tensor | np.ndarray,
+    val_features: torch.Tensor | np.ndarray,
+    val_labels: torch.Tensor | np.ndarray,
+    C: float = 1.0,
+) -> float:
+    """Validation accuracy of a logistic regression on fixed features (chapters 2-4).
+
+    It measures how linearly separable the features are: the *linear probe*. Features are
+    standardised with the training set's mean and spread first.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+        return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+    xtr, ytr, xva, yva = map(as_numpy, (train_features, train_labels, val_features, val_labels))
+    if len(xtr) != len(ytr) or len(xva) != len(yva):
+        raise ValueError("Features and labels must have the same length.")
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
+    probe.fit(xtr.reshape(len(xtr), -1), ytr)
+    return float(probe.score(xva.reshape(len(xva), -1), yva))

@@ -1,61 +1,19 @@
-"""Looking inside a pretrained network: stage outputs, first-layer filters, feature maps in 2-D (chapter 2).
+"""Looking inside a pretrained network: first-layer filters, feature maps, features in 2-D (chapter 2).
 
-The functions build on timm (``features_only``), torchvision (``create_feature_extractor``),
-scikit-learn (PCA, t-SNE) and matplotlib; they add only the plumbing a chapter needs.
+The feature maps themselves come from :func:`tlutils.stages.stage_outputs`. The functions
+build on scikit-learn (PCA, t-SNE) and matplotlib; they add only the plumbing a chapter needs.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["stage_outputs", "plot_filters", "plot_feature_maps", "embed_2d", "plot_embeddings", "train_for_seconds"]
-
-
-@torch.no_grad()
-def stage_outputs(model: nn.Module, images: torch.Tensor, stages: Sequence[int] | Sequence[str]) -> list[torch.Tensor]:
-    """The feature maps a model computes at the given stages for a batch of ``images`` (chapter 2).
-
-    ``stages`` are either indices into a timm model's ``feature_info`` (its stage outputs,
-    as ``timm.create_model(..., features_only=True)`` would return them) or module names such
-    as ``"layer1"`` for a torchvision model (via ``create_feature_extractor``). The model's
-    weights are shared, not copied, and it is put in eval mode.
-    """
-    if images.ndim != 4:
-        raise ValueError(f"images must be a batch (N, C, H, W), got shape {tuple(images.shape)}.")
-    if len(stages) == 0:
-        raise ValueError("Name at least one stage.")
-    model.eval()
-    if all(isinstance(s, int) for s in stages):
-        if not hasattr(model, "feature_info"):
-            raise TypeError(
-                f"{type(model).__name__} has no feature_info, so stages cannot be given by number; "
-                "pass module names such as 'layer1' instead."
-            )
-        from timm.models import FeatureListNet
-
-        count = len(model.feature_info)
-        bad = [s for s in stages if not -count <= s < count]
-        if bad:
-            raise ValueError(f"Stage indices {bad} out of range: the model has {count} stages (0..{count - 1}).")
-        wrapper = FeatureListNet(model, out_indices=tuple(s % count for s in stages), flatten_sequential=True)
-        return list(wrapper(images))
-    if all(isinstance(s, str) for s in stages):
-        from torchvision.models.feature_extraction import create_feature_extractor
-
-        names = {name for name, _ in model.named_modules()}
-        missing = [s for s in stages if s not in names]
-        if missing:
-            raise ValueError(f"The model has no modules named {missing}; see print(model) for the names.")
-        extractor = create_feature_extractor(model, return_nodes={s: s for s in stages})
-        out = extractor(images)
-        return [out[s] for s in stages]
-    raise TypeError("stages must be all integers (timm feature_info indices) or all module names.")
+__all__ = ["plot_filters", "plot_feature_maps", "embed_2d", "plot_embeddings"]
 
 
 def plot_filters(conv: nn.Conv2d, ncols: int = 8, size: float = 0.9) -> plt.Figure:
@@ -137,43 +95,3 @@ def plot_embeddings(
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
     return fig
-
-
-def train_for_seconds(
-    model: nn.Module,
-    loader: Iterable,
-    seconds: float,
-    lr: float = 1e-3,
-    device: torch.device | None = None,
-    clock: Callable[[], float] = time.process_time,
-) -> tuple[int, int]:
-    """Train ``model`` with Adam until ``seconds`` of ``clock`` have passed; return ``(steps, epochs started)`` (chapter 2).
-
-    The default clock, :func:`time.process_time`, counts the CPU seconds this process
-    used, so other programs on the machine do not shrink the budget. On a GPU pass
-    ``clock=time.perf_counter`` (wall time) instead.
-    """
-    if seconds <= 0:
-        raise ValueError(f"seconds must be positive, got {seconds}.")
-    device = device or next(model.parameters()).device
-    model.to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("Every parameter is frozen: nothing to train.")
-    optimizer = torch.optim.Adam(params, lr=lr)
-    start, steps, epochs = clock(), 0, 0
-    while clock() - start < seconds:
-        epochs += 1
-        batches = 0
-        for inputs, targets in loader:
-            loss = nn.functional.cross_entropy(model(inputs.to(device)), targets.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            steps += 1
-            batches += 1
-            if clock() - start >= seconds:
-                break
-        if batches == 0:
-            raise ValueError("The loader yielded no batches; is the dataset empty?")
-    return steps, epochs

@@ -11,7 +11,7 @@ from sklearn.metrics import ConfusionMatrixDisplay
 
 from .train import History
 
-__all__ = ["show_images", "plot_history", "plot_confusion_matrix"]
+__all__ = ["show_images", "plot_history", "plot_runs", "plot_confusion_matrix"]
 
 
 def _to_numpy_image(image, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -91,3 +91,38 @@ def plot_confusion_matrix(y_true, y_pred, classes: Sequence[str], normalize: boo
     )
     display.figure_.tight_layout()
     return display.figure_
+
+
+def plot_runs(
+    runs: dict[str, Sequence[History]],
+    colors: dict[str, str] | None = None,
+    title: str = "",
+    mark_epoch: float | None = None,
+) -> plt.Figure:
+    """Several runs per variant: mean over seeds (line) and min-max band, per metric (chapter 4).
+
+    ``runs`` maps a variant's name to its histories (one per seed, of equal length). The
+    four metrics are drawn two per row; ``mark_epoch`` draws a dotted line (e.g. where the
+    warm-up ends).
+    """
+    metrics = [
+        ("train_loss", "training loss"),
+        ("val_loss", "validation loss"),
+        ("train_acc", "training accuracy"),
+        ("val_acc", "validation accuracy"),
+    ]
+    colors = colors or {name: f"C{i}" for i, name in enumerate(runs)}
+    fig, axes = plt.subplots(2, 2, figsize=(9, 6.5))
+    for (metric, label), ax in zip(metrics, axes.flat, strict=True):
+        for name, histories in runs.items():
+            values = np.array([getattr(h, metric) for h in histories])
+            epochs = np.arange(1, values.shape[1] + 1)
+            ax.plot(epochs, values.mean(0), "o-", color=colors[name], label=name, markersize=3)
+            ax.fill_between(epochs, values.min(0), values.max(0), color=colors[name], alpha=0.2)
+        if mark_epoch is not None:
+            ax.axvline(mark_epoch, color="grey", linestyle=":")
+        ax.set(xlabel="epoch", title=label)
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig

@@ -1,16 +1,31 @@
 """One training loop for every model in the course (chapters 2-4).
 
 ``fit`` trains any ``nn.Module`` that maps a batch of inputs to class logits: a whole
-network on images, or a small head on cached features. It records a
-:class:`History` per epoch and picks the device itself (CUDA, then Apple MPS, then CPU).
+network on images, or a small head on cached features. It records a :class:`History`
+per epoch, can keep the best epoch and stop early, calls a hook after every epoch, and
+picks the device itself (CUDA, then Apple MPS, then CPU). The fine-tuning recipe of
+chapter 4 (:mod:`tlutils.finetune`) is a few calls of ``freeze``/``unfreeze`` around it.
+
+One meaning per keyword, in this module and everywhere in tlutils:
+
+* ``lr``: the learning rate (of the head, where stages get different rates);
+* ``opt``: the optimiser's *name* (``"adam"``, ``"adamw"``, ``"sgd"``);
+  ``optimizer``: an optimiser *object* you built yourself, which then replaces ``opt``;
+* ``bn_stats``: what BatchNorm layers do with their running statistics (:data:`BNStats`);
+* ``monitor``, ``keep_best``, ``patience``: which validation number picks the best epoch,
+  whether its weights are restored at the end, and how many epochs without improvement
+  end training early.
 """
 
 from __future__ import annotations
 
+import copy
+import math
 import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -20,7 +35,40 @@ from tqdm.auto import tqdm
 
 from .models import set_batchnorm_eval
 
-__all__ = ["get_device", "seed_everything", "History", "fit", "train_epoch", "evaluate", "predict"]
+__all__ = [
+    "BNStats",
+    "Monitor",
+    "OptName",
+    "get_device",
+    "seed_everything",
+    "History",
+    "create_optimizer",
+    "fit",
+    "evaluate",
+    "predict",
+]
+
+BNStats = Literal["fixed", "update_unfrozen", "update_all"]
+"""What BatchNorm layers do with their running statistics while a model trains:
+
+* ``"fixed"``: every BatchNorm layer keeps its (pretrained) statistics: eval mode;
+* ``"update_unfrozen"``: layers with trainable parameters update theirs, frozen ones keep
+  theirs (right for a model trained from scratch, and for a head on a frozen body);
+* ``"update_all"``: every layer updates its statistics, frozen or not: what
+  ``model.train()`` alone does (chapter 2 shows the damage on a frozen body).
+"""
+
+Monitor = Literal["val_loss", "val_acc"]
+"""The validation number that picks the best epoch."""
+
+OptName = Literal["adam", "adamw", "sgd"]
+"""Optimisers by name: Adam, AdamW, SGD (with ``momentum``, default 0.9)."""
+
+
+def _check_choice(name: str, value: object, choices: type) -> None:
+    allowed = get_args(choices)
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}.")
 
 
 def get_device() -> torch.device:
@@ -41,65 +89,91 @@ def seed_everything(seed: int = 0) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+_SERIES = ("train_loss", "train_acc", "val_loss", "val_acc", "seconds")
+
+
 @dataclass
 class History:
-    """Loss and accuracy per epoch, for training and validation, and seconds per epoch."""
+    """What :func:`fit` records per epoch, and which epoch was best (chapters 2-4).
+
+    ``phase_starts`` holds the epoch where each phase began (chapter 4 joins the warm-up
+    and the fine-tuning phase); ``best_epoch`` is the 0-based epoch whose score by the
+    monitored number was best (the one restored with ``keep_best``), counted over all
+    phases; ``stopped_early`` says whether ``patience`` ran out.
+    """
 
     train_loss: list[float] = field(default_factory=list)
     train_acc: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     val_acc: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    phase_starts: list[int] = field(default_factory=lambda: [0])
+    best_epoch: int | None = None
+    stopped_early: bool = False
 
     def best_val_acc(self) -> float:
         """The highest validation accuracy seen (NaN if there was no validation)."""
         return max(self.val_acc) if self.val_acc else float("nan")
 
     def extend(self, other: History) -> History:
-        """Append another run's epochs (e.g. phase 2 after the warm-up, chapter 4)."""
-        for name in ("train_loss", "train_acc", "val_loss", "val_acc", "seconds"):
+        """Append another phase's epochs, shifting its phase starts and best epoch (chapter 4)."""
+        offset = len(self.train_loss)
+        for name in _SERIES:
             getattr(self, name).extend(getattr(other, name))
+        if offset:
+            self.phase_starts.extend(offset + s for s in other.phase_starts)
+        if other.best_epoch is not None:
+            self.best_epoch = offset + other.best_epoch
+        self.stopped_early = other.stopped_early
         return self
 
 
+def create_optimizer(
+    params: Iterable | list[dict],
+    opt: OptName = "adam",
+    lr: float = 1e-3,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+) -> torch.optim.Optimizer:
+    """An optimiser by name on parameters or parameter groups (chapters 2 and 4)."""
+    _check_choice("opt", opt, OptName)
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr}.")
+    if opt == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    kind = torch.optim.Adam if opt == "adam" else torch.optim.AdamW
+    return kind(params, lr=lr, weight_decay=weight_decay)
+
+
 def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast(device_type=device.type, dtype=torch.float16, enabled=enabled and device.type == "cuda")
+    return torch.autocast(
+        device_type=device.type, dtype=torch.float16, enabled=enabled and device.type == "cuda"
+    )
 
 
 def _check_class_count(logits: torch.Tensor, targets: torch.Tensor) -> None:
-    """A clear error when the data has more classes than the model has outputs (e.g. the ImageNet head was kept)."""
+    """A clear error when the data has more classes than the model has outputs."""
     if logits.ndim == 2 and targets.numel() and int(targets.max()) >= logits.shape[1]:
         raise ValueError(
-            f"The model has {logits.shape[1]} outputs, but the data has label {int(targets.max())}: give the model "
-            "a head with one output per class, e.g. tl.replace_head(model, num_classes=len(dataset.classes))."
+            f"The model has {logits.shape[1]} outputs, but the data has label "
+            f"{int(targets.max())}: give the model a head with one output per class, e.g. "
+            "tl.replace_head(model, num_classes=len(dataset.classes))."
         )
 
 
-def train_epoch(
-    model: nn.Module,
-    loader: Iterable,
-    optimizer: torch.optim.Optimizer,
-    loss_fn: Callable = nn.functional.cross_entropy,
-    device: torch.device | str | None = None,
-    scaler: torch.amp.GradScaler | None = None,
-    bn_eval: str = "frozen",
-    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    progress: bool = False,
-) -> tuple[float, float]:
-    """One pass over ``loader`` with gradient steps; returns mean ``(loss, accuracy)`` (chapter 2).
-
-    ``bn_eval`` says which BatchNorm layers keep their running statistics fixed:
-    ``"frozen"`` (those whose parameters are frozen, the default), ``"all"`` or ``"none"``.
-    """
-    device = torch.device(device) if device is not None else get_device()
+def _set_train_mode(model: nn.Module, bn_stats: BNStats) -> None:
     model.train()
-    if bn_eval not in ("frozen", "all", "none"):
-        raise ValueError(f"bn_eval must be 'frozen', 'all' or 'none', got {bn_eval!r}.")
-    if bn_eval != "none":
-        set_batchnorm_eval(model, only_frozen=bn_eval == "frozen")
+    if bn_stats != "update_all":
+        set_batchnorm_eval(model, only_frozen=bn_stats == "update_unfrozen")
+
+
+def _train_epoch(model, loader, optimizer, loss_fn, device, scaler, bn_stats, scheduler):
+    """One pass over ``loader`` with gradient steps; returns mean ``(loss, accuracy)``."""
+    _set_train_mode(model, bn_stats)
     total_loss, correct, seen = 0.0, 0, 0
-    for inputs, targets in tqdm(loader, desc="train", leave=False, disable=not progress):
-        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+    for inputs, targets in loader:
+        inputs = inputs.to(device, non_blocking=True)
+        targets = targets.to(device, non_blocking=True)
         with _autocast(device, scaler is not None):
             logits = model(inputs)
             _check_class_count(logits, targets)
@@ -155,42 +229,75 @@ def fit(
     val_loader: DataLoader | Iterable | None = None,
     epochs: int = 5,
     lr: float = 1e-3,
+    opt: OptName = "adam",
     optimizer: torch.optim.Optimizer | None = None,
+    weight_decay: float = 0.0,
     loss_fn: Callable = nn.functional.cross_entropy,
-    device: torch.device | str | None = None,
-    bn_eval: str = "frozen",
-    mixed_precision: bool = True,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    bn_stats: BNStats = "update_unfrozen",
+    monitor: Monitor = "val_loss",
+    keep_best: bool = False,
+    patience: int | None = None,
+    on_epoch_end: Callable[[int, nn.Module], None] | None = None,
+    mixed_precision: bool = True,
+    device: torch.device | str | None = None,
     progress: bool = True,
 ) -> History:
     """Train ``model`` for ``epochs`` and return its :class:`History` (chapters 2-4).
 
-    Only parameters with ``requires_grad=True`` are trained. Without ``optimizer``,
-    Adam with learning rate ``lr`` is used on those. ``scheduler`` is stepped after every
-    batch. Mixed precision is used on CUDA only. ``bn_eval`` is passed to :func:`train_epoch`.
+    Only parameters with ``requires_grad=True`` train, with the optimiser named by ``opt``
+    at ``lr`` (or your own ``optimizer``). ``scheduler`` steps after every batch.
+    ``bn_stats`` says which BatchNorm layers update their statistics (:data:`BNStats`).
+    With a ``val_loader``, the epoch with the best ``monitor`` is recorded; ``keep_best``
+    restores its weights at the end and ``patience`` stops after that many epochs without
+    improvement. ``on_epoch_end(epoch, model)`` runs after every epoch (chapter 4 unfreezes
+    stages and probes features in it). Mixed precision is used on CUDA only.
     """
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}.")
+    if patience is not None and patience < 1:
+        raise ValueError(f"patience must be at least 1 (or None), got {patience}.")
+    _check_choice("bn_stats", bn_stats, BNStats)
+    _check_choice("monitor", monitor, Monitor)
+    if (keep_best or patience) and val_loader is None:
+        raise ValueError("keep_best and patience need a val_loader to pick the best epoch.")
     device = torch.device(device) if device is not None else get_device()
     model.to(device)
     if optimizer is None:
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
-            raise ValueError("Every parameter is frozen: nothing to train. Unfreeze the head (tlutils.unfreeze).")
-        optimizer = torch.optim.Adam(params, lr=lr)
-    scaler = torch.amp.GradScaler("cuda") if mixed_precision and device.type == "cuda" else None
+            raise ValueError(
+                "Every parameter is frozen: nothing to train. Unfreeze the head (tl.unfreeze)."
+            )
+        optimizer = create_optimizer(params, opt, lr, weight_decay=weight_decay)
+    use_amp = mixed_precision and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
     history = History()
+    best_score, best_state = -math.inf, None
     bar = tqdm(range(epochs), desc="epochs", disable=not progress)
-    for _ in bar:
+    for epoch in bar:
         start = time.perf_counter()
-        loss, acc = train_epoch(model, train_loader, optimizer, loss_fn, device, scaler, bn_eval, scheduler)
+        loss, acc = _train_epoch(
+            model, train_loader, optimizer, loss_fn, device, scaler, bn_stats, scheduler
+        )
         history.train_loss.append(loss)
         history.train_acc.append(acc)
         if val_loader is not None:
             val_loss, val_acc = evaluate(model, val_loader, loss_fn, device)
             history.val_loss.append(val_loss)
             history.val_acc.append(val_acc)
+            score = -val_loss if monitor == "val_loss" else val_acc
+            if score > best_score:
+                best_score, history.best_epoch = score, epoch
+                if keep_best:
+                    best_state = copy.deepcopy(model.state_dict())
         history.seconds.append(time.perf_counter() - start)
-        postfix = {"loss": f"{loss:.3f}", "acc": f"{acc:.3f}"}
-        if val_loader is not None:
-            postfix["val_acc"] = f"{history.val_acc[-1]:.3f}"
-        bar.set_postfix(postfix)
+        bar.set_postfix({k: f"{getattr(history, k)[-1]:.3f}" for k in _SERIES[:4] if getattr(history, k)})
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, model)
+        if patience is not None and epoch - history.best_epoch >= patience:
+            history.stopped_early = True
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
     return history
