@@ -29,7 +29,9 @@ _stop = threading.Event()
 
 
 def _timer_module():
-    spec = importlib.util.spec_from_file_location("time_notebooks", ROOT / "scripts" / "time_notebooks.py")
+    spec = importlib.util.spec_from_file_location(
+        "time_notebooks", ROOT / "scripts" / "time_notebooks.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules["time_notebooks"] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
@@ -46,7 +48,9 @@ def _poll(tn, interval: float = 0.2) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get(OUT_ENV) and Path("/proc/self/statm").exists():
         config._tlutils_timer = _timer_module()
-        threading.Thread(target=_poll, args=(config._tlutils_timer,), daemon=True).start()
+        threading.Thread(
+            target=_poll, args=(config._tlutils_timer,), daemon=True
+        ).start()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -74,6 +78,12 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     for name, (start, end, status) in _windows.items():
         end = end or time.perf_counter()
         peak = max((rss for t, rss in _samples if start <= t <= end), default=0)
-        timings.append(tn.Timing(name, end - start, peak / 2**20 if peak else None, status))
-    text = tn.table(timings, dt.date.today().isoformat(), tn.machine() + " (CI test run, empty feature cache)")
+        timings.append(
+            tn.Timing(name, end - start, peak / 2**20 if peak else None, status)
+        )
+    text = tn.table(
+        timings,
+        dt.date.today().isoformat(),
+        tn.machine() + " (CI test run, empty feature cache)",
+    )
     Path(os.environ[OUT_ENV]).write_text(text)

@@ -4,7 +4,10 @@
 def _dedupe(app, pagename, templatename, context, doctree):
     seen, unique = set(), []
     for js in context.get("script_files", []):
-        key = (getattr(js, "filename", js) or "", tuple(sorted(getattr(js, "attributes", {}).items())))
+        key = (
+            getattr(js, "filename", js) or "",
+            tuple(sorted(getattr(js, "attributes", {}).items())),
+        )
         if key not in seen:
             seen.add(key)
             unique.append(js)

@@ -83,7 +83,9 @@ class _PageParser(HTMLParser):
         elif tag == "img" and a.get("src"):
             self.images.append(a["src"])
         elif tag == "meta" and a.get("http-equiv", "").lower() == "refresh":
-            m = re.search(r"url\s*=\s*['\"]?([^'\";]+)", a.get("content", ""), re.IGNORECASE)
+            m = re.search(
+                r"url\s*=\s*['\"]?([^'\";]+)", a.get("content", ""), re.IGNORECASE
+            )
             if m:
                 self.links.append(m.group(1).strip())
 
@@ -111,12 +113,16 @@ class Site:
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root).resolve()
         if not (self.root / "index.html").is_file():
-            raise FileNotFoundError(f"{self.root}/index.html not found: build the book first (jupyter-book build .)")
+            raise FileNotFoundError(
+                f"{self.root}/index.html not found: build the book first (jupyter-book build .)"
+            )
 
     @functools.cache  # noqa: B019 - one Site per run, the cache lives as long as it
     def page(self, rel: str) -> PageInfo:
         """Parsed content of the HTML file at ``rel`` (a path relative to the root)."""
-        return parse_page((self.root / rel).read_text(encoding="utf-8", errors="replace"))
+        return parse_page(
+            (self.root / rel).read_text(encoding="utf-8", errors="replace")
+        )
 
     def file_for(self, rel: str) -> str | None:
         """The existing file that the site path ``rel`` serves (``dir/`` -> ``dir/index.html``)."""
@@ -143,7 +149,9 @@ def resolve(page: str, href: str, base: str = SITE) -> tuple[str, str] | None:
     url = urljoin(base + page, href)
     if not url.startswith(base):
         return None
-    parts = urlsplit(url[len(base) - 1 :])  # keep the leading "/" so urlsplit sees a path
+    parts = urlsplit(
+        url[len(base) - 1 :]
+    )  # keep the leading "/" so urlsplit sees a path
     return unquote(parts.path.lstrip("/")), unquote(parts.fragment)
 
 
@@ -235,7 +243,10 @@ def classify_log_entry(message: str, origin: str) -> str:
     m = _URL_AT_START.match(message)
     if m and not m.group(1).startswith(origin):
         return "warning"
-    if "net::ERR_NAME_NOT_RESOLVED" in message or "net::ERR_INTERNET_DISCONNECTED" in message:
+    if (
+        "net::ERR_NAME_NOT_RESOLVED" in message
+        or "net::ERR_INTERNET_DISCONNECTED" in message
+    ):
         return "warning"
     return "error"
 
@@ -249,7 +260,10 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib name
         # Chrome asks for /favicon.ico on its own; it is not part of the book.
-        if self.path == "/favicon.ico" and not Path(self.translate_path(self.path)).exists():
+        if (
+            self.path == "/favicon.ico"
+            and not Path(self.translate_path(self.path)).exists()
+        ):
             self.send_response(204)
             self.end_headers()
             return
@@ -276,19 +290,27 @@ def find_browser(chromium: str | None, chromedriver: str | None) -> tuple[str, s
     return chromium, chromedriver
 
 
-def start_browser(chromium: str, chromedriver: str, user_data_dir: str, allow_network: bool = False):
+def start_browser(
+    chromium: str, chromedriver: str, user_data_dir: str, allow_network: bool = False
+):
     """A Selenium Chrome driver for Debian's Chromium, headless, with the browser log enabled."""
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
     except ImportError as e:
-        raise RuntimeError("the browser check needs Selenium: pip install selenium") from e
+        raise RuntimeError(
+            "the browser check needs Selenium: pip install selenium"
+        ) from e
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for arg in [*CHROMIUM_ARGS, f"--user-data-dir={user_data_dir}"] + ([] if allow_network else [OFFLINE_ARG]):
+    for arg in [*CHROMIUM_ARGS, f"--user-data-dir={user_data_dir}"] + (
+        [] if allow_network else [OFFLINE_ARG]
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=chromedriver))
+    driver = webdriver.Chrome(
+        options=options, service=Service(executable_path=chromedriver)
+    )
     driver.set_page_load_timeout(60)
     return driver
 
@@ -311,7 +333,12 @@ def _wait(driver, condition_js: str, timeout: float) -> bool:
 
 
 def browser_check_page(
-    driver, site: Site, base: str, page: str, visited: set[str] | frozenset[str] = frozenset(), settle: float = 0.3
+    driver,
+    site: Site,
+    base: str,
+    page: str,
+    visited: set[str] | frozenset[str] = frozenset(),
+    settle: float = 0.3,
 ) -> PageResult:
     """Open ``page`` in the browser and check its images, links and browser log.
 
@@ -326,11 +353,17 @@ def browser_check_page(
     time.sleep(settle)  # let deferred scripts run and report their errors
 
     current = driver.current_url  # after redirects (index.html -> the root page)
-    shown_page = site.file_for(urlsplit(current).path.lstrip("/")) if current.startswith(base) else None
+    shown_page = (
+        site.file_for(urlsplit(current).path.lstrip("/"))
+        if current.startswith(base)
+        else None
+    )
     if shown_page != page:
         r.page = f"{page} -> {shown_page or current}"
         if shown_page in visited:  # a redirect to a page that is checked on its own
-            driver.get_log("browser")  # drop this visit's log: the target's own visit reports it
+            driver.get_log(
+                "browser"
+            )  # drop this visit's log: the target's own visit reports it
             return r
     shown_page = shown_page or page
 
@@ -344,8 +377,14 @@ def browser_check_page(
         if external:
             r.warnings.append(f"external image did not load (offline?): {src}")
         else:
-            state = "did not finish loading" if not complete else "did not load (naturalWidth == 0)"
-            r.errors.append(f"image {state}: {src[len(base) :] if src.startswith(base) else src[:80]}")
+            state = (
+                "did not finish loading"
+                if not complete
+                else "did not load (naturalWidth == 0)"
+            )
+            r.errors.append(
+                f"image {state}: {src[len(base) :] if src.startswith(base) else src[:80]}"
+            )
             broken.add(src)
 
     hrefs = list(dict.fromkeys(driver.execute_script(_LINKS_JS)))
@@ -361,7 +400,9 @@ def browser_check_page(
         if any(message.startswith(src + " ") for src in broken):
             continue  # the 404 of an image already reported above
         if classify_log_entry(message, origin) == "warning":
-            r.warnings.append(f"external resource failed (expected offline): {message[:200]}")
+            r.warnings.append(
+                f"external resource failed (expected offline): {message[:200]}"
+            )
         else:
             r.errors.append(f"browser log SEVERE: {message[:300]}")
     return r
@@ -381,7 +422,10 @@ def browser_check(
         with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
             driver = start_browser(chromium, chromedriver, profile, allow_network)
             try:
-                return [browser_check_page(driver, site, base, page, set(pages)) for page in pages]
+                return [
+                    browser_check_page(driver, site, base, page, set(pages))
+                    for page in pages
+                ]
             finally:
                 driver.quit()
     finally:
@@ -394,9 +438,14 @@ def browser_check(
 
 def report(results: list[PageResult], orphans: list[str]) -> tuple[str, int]:
     """A markdown summary table and problem list; also the number of errors."""
-    lines = ["| page | images | links | errors | warnings |", "| --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| page | images | links | errors | warnings |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for r in results:
-        lines.append(f"| {r.page} | {r.images} | {r.links} | {len(r.errors)} | {len(r.warnings)} |")
+        lines.append(
+            f"| {r.page} | {r.images} | {r.links} | {len(r.errors)} | {len(r.warnings)} |"
+        )
     n_err = sum(len(r.errors) for r in results)
     n_warn = sum(len(r.warnings) for r in results)
     lines.append(f"| **{len(results)} pages** | {sum(r.images for r in results)} | "
@@ -406,36 +455,60 @@ def report(results: list[PageResult], orphans: list[str]) -> tuple[str, int]:
         if items:
             lines += ["", f"{kind.upper()}:"] + [f"  {page}: {m}" for page, m in items]
     if orphans:
-        lines += ["", f"note: {len(orphans)} HTML file(s) not reachable from index.html: {', '.join(orphans[:10])}"]
+        lines += [
+            "",
+            f"note: {len(orphans)} HTML file(s) not reachable from index.html: {', '.join(orphans[:10])}",
+        ]
     return "\n".join(lines), n_err
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("html_dir", nargs="?", default="_build/html", help="built HTML (default: _build/html)")
-    ap.add_argument("--no-browser", action="store_true", help="static link/anchor/image-file check only")
-    ap.add_argument("--allow-network", action="store_true", help="let the browser load external resources")
+    ap.add_argument(
+        "html_dir",
+        nargs="?",
+        default="_build/html",
+        help="built HTML (default: _build/html)",
+    )
+    ap.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="static link/anchor/image-file check only",
+    )
+    ap.add_argument(
+        "--allow-network",
+        action="store_true",
+        help="let the browser load external resources",
+    )
     ap.add_argument("--chromium", help="Chromium binary (default: chromium on PATH)")
-    ap.add_argument("--chromedriver", help="chromedriver binary (default: chromedriver on PATH)")
+    ap.add_argument(
+        "--chromedriver", help="chromedriver binary (default: chromedriver on PATH)"
+    )
     args = ap.parse_args(argv)
 
     try:
         site = Site(args.html_dir)
         pages = crawl(site, ("index.html", "search.html", "genindex.html"))
         skip = ("_static/", "_sources/", "_images/", "_downloads/")
-        all_html = sorted(p.relative_to(site.root).as_posix() for p in site.root.rglob("*.html"))
+        all_html = sorted(
+            p.relative_to(site.root).as_posix() for p in site.root.rglob("*.html")
+        )
         orphans = [p for p in all_html if p not in pages and not p.startswith(skip)]
         t0 = time.monotonic()
         if args.no_browser:
             results = static_check(site, pages)
         else:
-            results = browser_check(site, pages, args.chromium, args.chromedriver, args.allow_network)
+            results = browser_check(
+                site, pages, args.chromium, args.chromedriver, args.allow_network
+            )
     except (FileNotFoundError, RuntimeError) as e:
         print(f"check_book_html: {e}", file=sys.stderr)
         return 2
     text, n_err = report(results, orphans)
     mode = "static" if args.no_browser else "headless Chromium"
-    print(f"check_book_html ({mode}, {time.monotonic() - t0:.1f} s): {site.root}\n\n{text}")
+    print(
+        f"check_book_html ({mode}, {time.monotonic() - t0:.1f} s): {site.root}\n\n{text}"
+    )
     print(f"\n{'FAILED' if n_err else 'OK'}: {len(results)} pages, {n_err} error(s)")
     return 1 if n_err else 0
 

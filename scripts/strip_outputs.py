@@ -26,7 +26,11 @@ def dirty_cells(nb: nbformat.NotebookNode) -> list[int]:
         i
         for i, cell in enumerate(nb.cells)
         if cell.cell_type == "code"
-        and (cell.get("outputs") or cell.get("execution_count") is not None or "execution" in cell.get("metadata", {}))
+        and (
+            cell.get("outputs")
+            or cell.get("execution_count") is not None
+            or "execution" in cell.get("metadata", {})
+        )
     ]
 
 
@@ -45,7 +49,11 @@ def strip(nb: nbformat.NotebookNode) -> bool:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("notebooks", nargs="+", type=Path)
-    ap.add_argument("--check", action="store_true", help="change nothing; exit 1 if a notebook has outputs")
+    ap.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing; exit 1 if a notebook has outputs",
+    )
     args = ap.parse_args(argv)
 
     dirty = []
@@ -59,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if args.check:
             dirty.append(path)
-            print(f"{path}: outputs or execution counts in {len(cells)} code cell(s) (first: cell {cells[0]})")
+            print(
+                f"{path}: outputs or execution counts in {len(cells)} code cell(s) (first: cell {cells[0]})"
+            )
         elif strip(nb):
             nbformat.write(nb, path)
             print(f"stripped {path} ({len(cells)} cell(s))")

@@ -111,21 +111,36 @@ class Timing:
     status: str
 
 
-def run_notebook(path: Path, timeout: int, kernel: str = "python3", interval: float = 0.2) -> Timing:
+def run_notebook(
+    path: Path, timeout: int, kernel: str = "python3", interval: float = 0.2
+) -> Timing:
     """Execute one notebook in a fresh kernel (cwd = its folder); measure wall time and peak tree RSS."""
     import nbformat
     from nbclient import NotebookClient
-    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+    from nbclient.exceptions import (
+        CellExecutionError,
+        CellTimeoutError,
+        DeadKernelError,
+    )
 
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel, resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name=kernel,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     status = "ok"
     with PeakTreeRSS(interval) as mem:
         t0 = time.perf_counter()
         try:
             client.execute()
         except CellExecutionError as e:
-            status = f"failed: {e.ename}: {e.evalue}"[:100].replace("|", "/").replace("\n", " ")
+            status = (
+                f"failed: {e.ename}: {e.evalue}"[:100]
+                .replace("|", "/")
+                .replace("\n", " ")
+            )
         except (CellTimeoutError, DeadKernelError) as e:
             status = f"failed: {type(e).__name__}"
         seconds = time.perf_counter() - t0
@@ -141,11 +156,17 @@ def machine() -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-        mem_kib = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
+        mem_kib = int(
+            Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0]
+        )
         mem = f", {mem_kib / 2**20:.0f} GiB RAM"
     except (OSError, IndexError, ValueError):
         mem = ""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = (
+        len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count()
+    )
     gpu = "no GPU"
     try:
         import torch
@@ -155,7 +176,9 @@ def machine() -> str:
         gpu += f", torch {torch.__version__}"
     except ImportError:
         pass
-    return f"{cores} CPU cores ({model}){mem}, {gpu}, Python {platform.python_version()}"
+    return (
+        f"{cores} CPU cores ({model}){mem}, {gpu}, Python {platform.python_version()}"
+    )
 
 
 def table(timings: list[Timing], date: str, where: str) -> str:
@@ -171,23 +194,35 @@ def table(timings: list[Timing], date: str, where: str) -> str:
         lines.append(f"| `{t.notebook}` | {t.seconds:.0f} | {mib} | {t.status} |")
     peaks = [t.peak_mib for t in timings if t.peak_mib is not None]
     total_peak = f"{max(peaks):.0f} (max)" if peaks else "n/a"
-    lines.append(f"| **all {len(timings)}** | **{sum(t.seconds for t in timings):.0f}** | {total_peak} | |")
+    lines.append(
+        f"| **all {len(timings)}** | **{sum(t.seconds for t in timings):.0f}** | {total_peak} | |"
+    )
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb")
-    ap.add_argument("--out", type=Path, default=ROOT / "book" / "appendix_timings_table.md")
-    ap.add_argument("--timeout", type=int, default=1800, help="per-cell timeout in seconds")
+    ap.add_argument(
+        "notebooks", nargs="*", type=Path, help="default: notebooks/*.ipynb"
+    )
+    ap.add_argument(
+        "--out", type=Path, default=ROOT / "book" / "appendix_timings_table.md"
+    )
+    ap.add_argument(
+        "--timeout", type=int, default=1800, help="per-cell timeout in seconds"
+    )
     ap.add_argument("--kernel", default="python3")
-    ap.add_argument("--interval", type=float, default=0.2, help="memory polling interval in seconds")
+    ap.add_argument(
+        "--interval", type=float, default=0.2, help="memory polling interval in seconds"
+    )
     args = ap.parse_args(argv)
 
     paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
     missing = [p for p in paths if not p.is_file()]
     if not paths or missing:
-        print(f"time_notebooks: no notebooks to run (missing: {missing})", file=sys.stderr)
+        print(
+            f"time_notebooks: no notebooks to run (missing: {missing})", file=sys.stderr
+        )
         return 2
     date, where = dt.date.today().isoformat(), machine()
     print(f"time_notebooks: {len(paths)} notebook(s) on {where}", flush=True)

@@ -13,7 +13,11 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 def code_cells(path):
-    return ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    return [
+        "".join(c["source"])
+        for c in json.loads(path.read_text())["cells"]
+        if c["cell_type"] == "code"
+    ]
 
 
 def toc_files(node):
@@ -33,7 +37,9 @@ def test_every_notebook_and_page_is_in_the_toc():
     for nb in NOTEBOOKS:
         assert f"notebooks/{nb.stem}" in listed, f"{nb.name} is missing from _toc.yml"
     for entry in listed:
-        assert (ROOT / f"{entry}.md").exists() or (ROOT / f"{entry}.ipynb").exists(), f"_toc.yml lists missing {entry}"
+        assert (ROOT / f"{entry}.md").exists() or (ROOT / f"{entry}.ipynb").exists(), (
+            f"_toc.yml lists missing {entry}"
+        )
 
 
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
@@ -48,7 +54,11 @@ def test_notebook_colab_cell_uses_the_configured_repository(notebook):
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_uses_the_available_device_and_is_stored_clean(notebook):
     cells = json.loads(notebook.read_text())["cells"]
-    assert not any(c.get("outputs") or c.get("execution_count") for c in cells if c["cell_type"] == "code")
+    assert not any(
+        c.get("outputs") or c.get("execution_count")
+        for c in cells
+        if c["cell_type"] == "code"
+    )
     source = "\n".join(code_cells(notebook))
     assert "tl.get_device()" in source
     assert "from myst_nb import" not in source, "use tl.glue: Colab has no myst_nb"
@@ -60,6 +70,10 @@ COLUMN = 88  # characters the book's column shows before a code block scrolls si
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
 def test_code_blocks_fit_the_column(page):
-    blocks = re.findall(r"^```(?:python|bash)\n(.*?)^```", page.read_text(), flags=re.S | re.M)
-    long = [line for block in blocks for line in block.splitlines() if len(line) > COLUMN]
+    blocks = re.findall(
+        r"^```(?:python|bash)\n(.*?)^```", page.read_text(), flags=re.S | re.M
+    )
+    long = [
+        line for block in blocks for line in block.splitlines() if len(line) > COLUMN
+    ]
     assert not long, f"{page.name}: code lines over {COLUMN} characters: {long}"

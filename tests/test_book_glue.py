@@ -8,7 +8,9 @@ def test_glue_turns_scalars_into_plain_numbers(monkeypatch):
     stored = {}
     import myst_nb
 
-    monkeypatch.setattr(myst_nb, "glue", lambda name, value, display=True: stored.update({name: value}))
+    monkeypatch.setattr(
+        myst_nb, "glue", lambda name, value, display=True: stored.update({name: value})
+    )
     tl.glue("a", np.float64(0.5))
     tl.glue("b", torch.tensor(3))
     tl.glue("c", "text")

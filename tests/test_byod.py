@@ -27,7 +27,9 @@ def make_folder(root: Path) -> Path:
             h, w = photo.shape[:2]
             top, left = rng.integers(0, h // 4), rng.integers(0, w // 4)
             crop = photo[top : top + 3 * h // 4, left : left + 3 * w // 4]
-            crop = np.clip(crop.astype(int) + rng.integers(-20, 20, 3), 0, 255).astype(np.uint8)
+            crop = np.clip(crop.astype(int) + rng.integers(-20, 20, 3), 0, 255).astype(
+                np.uint8
+            )
             image = Image.fromarray(crop[:, ::-1] if i % 2 else crop).resize((96, 72))
             image.save(root / name / f"{i}.{'png' if i % 3 else 'jpg'}")
     return root
@@ -39,11 +41,22 @@ def test_page_code_runs_on_a_small_folder(tmp_path, monkeypatch):
     blocks = python_blocks()
     assert len(blocks) == 2
     namespace: dict = {}
-    main = blocks[0].replace('"my_photos"', repr(str(folder))).replace("image_size=160", "image_size=64")
-    main = main.replace("warm_up_epochs=3, fine_tune_epochs=5", "warm_up_epochs=1, fine_tune_epochs=1")
+    main = (
+        blocks[0]
+        .replace('"my_photos"', repr(str(folder)))
+        .replace("image_size=160", "image_size=64")
+    )
+    main = main.replace(
+        "warm_up_epochs=3, fine_tune_epochs=5", "warm_up_epochs=1, fine_tune_epochs=1"
+    )
     assert "warm_up_epochs=1, fine_tune_epochs=1" in main
     exec(compile(main, str(PAGE), "exec"), namespace)
     assert len(namespace["history"].train_loss) == 2
     assert namespace["per_class"] == 8
-    exec(compile(blocks[1].replace("image_size=160", "image_size=64"), str(PAGE), "exec"), namespace)
+    exec(
+        compile(
+            blocks[1].replace("image_size=160", "image_size=64"), str(PAGE), "exec"
+        ),
+        namespace,
+    )
     assert namespace["X_train"].shape == (16, 1280)

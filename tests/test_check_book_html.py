@@ -12,20 +12,26 @@ import pytest
 _SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_book_html.py"
 _spec = importlib.util.spec_from_file_location("check_book_html", _SCRIPT)
 chk = importlib.util.module_from_spec(_spec)
-sys.modules["check_book_html"] = chk  # dataclasses look the module up while the class is created
+sys.modules["check_book_html"] = (
+    chk  # dataclasses look the module up while the class is created
+)
 _spec.loader.exec_module(chk)
 
 
 def _write(root: Path, rel: str, body: str) -> None:
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"<!DOCTYPE html><html><head><title>{rel}</title></head><body>{body}</body></html>")
+    path.write_text(
+        f"<!DOCTYPE html><html><head><title>{rel}</title></head><body>{body}</body></html>"
+    )
 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Path:
     """index.html redirects to book/a.html, which links to b.html (good and bad anchors and files)."""
-    (tmp_path / "index.html").write_text('<meta http-equiv="Refresh" content="0; url=book/a.html" />')
+    (tmp_path / "index.html").write_text(
+        '<meta http-equiv="Refresh" content="0; url=book/a.html" />'
+    )
     _write(
         tmp_path,
         "book/a.html",
@@ -36,7 +42,11 @@ def site(tmp_path: Path) -> Path:
         '<a href="sub/">dir</a> <a href="b.html?x=1#old-name">named anchor</a>'
         '<img src="../_images/ok.png"><img src="../_images/gone.png"><img src="https://example.org/i.png">',
     )
-    _write(tmp_path, "book/b.html", '<section id="sec-1"><a name="old-name"></a><a href="a.html">back</a></section>')
+    _write(
+        tmp_path,
+        "book/b.html",
+        '<section id="sec-1"><a name="old-name"></a><a href="a.html">back</a></section>',
+    )
     _write(tmp_path, "book/sub/index.html", '<a href="../a.html#top">up</a>')
     _write(tmp_path, "book/orphan.html", "no links here")
     (tmp_path / "_static").mkdir()
@@ -60,7 +70,10 @@ def test_resolve_internal_and_external():
     assert chk.resolve("book/a.html", "b.html#s") == ("book/b.html", "s")
     assert chk.resolve("book/a.html", "../_static/x.css") == ("_static/x.css", "")
     assert chk.resolve("book/a.html", "#top") == ("book/a.html", "top")
-    assert chk.resolve("book/a.html", "b%20c.html#caf%C3%A9") == ("book/b c.html", "café")
+    assert chk.resolve("book/a.html", "b%20c.html#caf%C3%A9") == (
+        "book/b c.html",
+        "café",
+    )
     assert chk.resolve("book/a.html", "https://example.org/") is None
     assert chk.resolve("book/a.html", "mailto:x@y.z") is None
     assert chk.resolve("book/a.html", "javascript:void(0)") is None
@@ -72,18 +85,32 @@ def test_check_link_finds_missing_pages_and_anchors(site: Path):
     assert chk.check_link(s, page, "#top") is None
     assert chk.check_link(s, page, "b.html") is None
     assert chk.check_link(s, page, "b.html#sec-1") is None
-    assert chk.check_link(s, page, "b.html?x=1#old-name") is None  # <a name=...> counts as an anchor
+    assert (
+        chk.check_link(s, page, "b.html?x=1#old-name") is None
+    )  # <a name=...> counts as an anchor
     assert chk.check_link(s, page, "sub/") is None  # a directory serves its index.html
     assert chk.check_link(s, page, "../_static/x.css") is None
-    assert chk.check_link(s, page, "https://example.org/page.html#x") is None  # external: not checked
-    assert "missing anchor #nowhere in book/a.html" in chk.check_link(s, page, "#nowhere")
-    assert "missing anchor #sec-2 in book/b.html" in chk.check_link(s, page, "b.html#sec-2")
-    assert "missing page/file 'book/missing.html'" in chk.check_link(s, page, "missing.html")
-    assert "missing page/file" in chk.check_link(s, page, "../../../etc/passwd")  # outside the site
+    assert (
+        chk.check_link(s, page, "https://example.org/page.html#x") is None
+    )  # external: not checked
+    assert "missing anchor #nowhere in book/a.html" in chk.check_link(
+        s, page, "#nowhere"
+    )
+    assert "missing anchor #sec-2 in book/b.html" in chk.check_link(
+        s, page, "b.html#sec-2"
+    )
+    assert "missing page/file 'book/missing.html'" in chk.check_link(
+        s, page, "missing.html"
+    )
+    assert "missing page/file" in chk.check_link(
+        s, page, "../../../etc/passwd"
+    )  # outside the site
 
 
 def test_crawl_follows_redirect_and_links_not_orphans(site: Path):
-    pages = chk.crawl(chk.Site(site), ("index.html", "search.html"))  # search.html does not exist here
+    pages = chk.crawl(
+        chk.Site(site), ("index.html", "search.html")
+    )  # search.html does not exist here
     assert pages == ["index.html", "book/a.html", "book/b.html", "book/sub/index.html"]
 
 
@@ -91,7 +118,9 @@ def test_static_check_reports_each_problem_once(site: Path):
     s = chk.Site(site)
     results = {r.page: r for r in chk.static_check(s, chk.crawl(s))}
     a = results["book/a.html"]
-    assert len(a.errors) == 4, a.errors  # #nowhere, b.html#sec-2, missing.html, gone.png
+    assert len(a.errors) == 4, (
+        a.errors
+    )  # #nowhere, b.html#sec-2, missing.html, gone.png
     assert any("gone.png" in e for e in a.errors)
     assert a.warnings == ["external image https://example.org/i.png (not checked)"]
     assert not results["book/b.html"].errors and not results["index.html"].errors
@@ -114,23 +143,29 @@ def test_classify_log_entry():
     origin = "http://127.0.0.1:8000"
     ext = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js - Failed to load resource: net::ERR_NAME_NOT_RESOLVED"
     assert chk.classify_log_entry(ext, origin) == "warning"
-    local = (
-        f"{origin}/_static/x.js - Failed to load resource: the server responded with a status of 404 (File not found)"
-    )
+    local = f"{origin}/_static/x.js - Failed to load resource: the server responded with a status of 404 (File not found)"
     assert chk.classify_log_entry(local, origin) == "error"
     assert (
-        chk.classify_log_entry(f"{origin}/book/a.html 12:5 Uncaught ReferenceError: f is not defined", origin)
+        chk.classify_log_entry(
+            f"{origin}/book/a.html 12:5 Uncaught ReferenceError: f is not defined",
+            origin,
+        )
         == "error"
     )
 
 
 # --------------------------------------------------------------------------- real browser
 
-_HAVE_BROWSER = (shutil.which("chromium") or shutil.which("chromium-browser")) and shutil.which("chromedriver")
+_HAVE_BROWSER = (
+    shutil.which("chromium") or shutil.which("chromium-browser")
+) and shutil.which("chromedriver")
 _HAVE_SELENIUM = importlib.util.find_spec("selenium") is not None
 
 
-@pytest.mark.skipif(not (_HAVE_BROWSER and _HAVE_SELENIUM), reason="needs chromium, chromedriver and selenium")
+@pytest.mark.skipif(
+    not (_HAVE_BROWSER and _HAVE_SELENIUM),
+    reason="needs chromium, chromedriver and selenium",
+)
 def test_browser_check_on_tiny_site(tmp_path: Path):
     """Two pages: the second has one broken image and a JS error; a CDN script fails (warning only)."""
     from PIL import Image
@@ -159,6 +194,8 @@ def test_browser_check_on_tiny_site(tmp_path: Path):
     text, n_err = chk.report(results, [])
     assert n_err == 3 and "| two.html | 2 | 1 | 3 | 0 |" in text
 
-    (tmp_path / "two.html").unlink()  # now the site is clean apart from the offline CDN: it passes
+    (
+        tmp_path / "two.html"
+    ).unlink()  # now the site is clean apart from the offline CDN: it passes
     _write(tmp_path, "two.html", '<h2 id="s">S</h2><img src="ok.png">')
     assert chk.main([str(tmp_path)]) == 0

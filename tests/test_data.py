@@ -91,7 +91,10 @@ def test_download_extracts_verifies_and_is_atomic(tmp_cache, monkeypatch):
     root = tl.dataset_dir("hymenoptera")
     assert root == tmp_cache / "datasets" / "hymenoptera"
     splits = tl.load_dataset("hymenoptera")
-    assert (len(splits.train), len(splits.val)) == (245, 153) and splits.classes == ["ants", "bees"]
+    assert (len(splits.train), len(splits.val)) == (245, 153) and splits.classes == [
+        "ants",
+        "bees",
+    ]
 
 
 def make_mirror(tmp_path, counts, skip=0):
@@ -108,7 +111,11 @@ def make_mirror(tmp_path, counts, skip=0):
 
 
 def test_mirror_missing_files_says_which(tmp_path, monkeypatch):
-    mirror = make_mirror(tmp_path, {"train/ants": 3, "train/bees": 2, "val/ants": 1, "val/bees": 1}, skip=1)
+    mirror = make_mirror(
+        tmp_path,
+        {"train/ants": 3, "train/bees": 2, "val/ants": 1, "val/bees": 1},
+        skip=1,
+    )
     monkeypatch.setenv(tld.MIRROR_ENV, str(mirror))
     with pytest.raises(RuntimeError, match=r"hymenoptera/train/ants/0\.png"):
         tl.dataset_dir("hymenoptera")
@@ -130,7 +137,9 @@ def test_mirror_never_touches_the_network(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tld, "download_url", no_network)
     assert tl.dataset_dir("hymenoptera") == mirror / "hymenoptera"
-    with pytest.raises(RuntimeError, match="wrong checksum"):  # the manifest's zeros are not the files' hashes
+    with pytest.raises(
+        RuntimeError, match="wrong checksum"
+    ):  # the manifest's zeros are not the files' hashes
         tl.verify_mirror("hymenoptera")
 
 
@@ -164,40 +173,65 @@ def test_transforms_match_the_model_config(image_folder):
         "interpolation": "bicubic",
         "crop_pct": 0.875,
     }
-    dataset = tl.ImageFolder(image_folder, transform=tl.create_transform(cfg, image_size=48))
+    dataset = tl.ImageFolder(
+        image_folder, transform=tl.create_transform(cfg, image_size=48)
+    )
     image, _ = dataset[0]
     assert image.shape == (3, 48, 48) and image.min() >= -1 and image.max() <= 1
     train = tl.create_transform(cfg, train=True, image_size=32)
-    assert "RandomResizedCrop" in repr(train) and train(tl.load_rgb(dataset.samples[0][0])).shape == (3, 32, 32)
+    assert "RandomResizedCrop" in repr(train) and train(
+        tl.load_rgb(dataset.samples[0][0])
+    ).shape == (3, 32, 32)
 
 
 def test_make_loader_is_seeded(image_folder):
     dataset = tl.ImageFolder(image_folder, transform=tl.create_transform(image_size=16))
-    first = [y.tolist() for _, y in tl.create_loader(dataset, batch_size=4, shuffle=True, num_workers=0, seed=1)]
-    again = [y.tolist() for _, y in tl.create_loader(dataset, batch_size=4, shuffle=True, num_workers=0, seed=1)]
+    first = [
+        y.tolist()
+        for _, y in tl.create_loader(
+            dataset, batch_size=4, shuffle=True, num_workers=0, seed=1
+        )
+    ]
+    again = [
+        y.tolist()
+        for _, y in tl.create_loader(
+            dataset, batch_size=4, shuffle=True, num_workers=0, seed=1
+        )
+    ]
     assert first == again
 
 
 def test_default_num_workers_follows_the_platform_and_the_cores(monkeypatch):
     monkeypatch.setattr(tl.data.platform, "system", lambda: "Darwin")
-    assert tl.data.default_num_workers() == 0  # spawned workers can't import notebook functions
+    assert (
+        tl.data.default_num_workers() == 0
+    )  # spawned workers can't import notebook functions
     monkeypatch.setattr(tl.data.platform, "system", lambda: "Linux")
-    monkeypatch.setattr(tl.data.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(
+        tl.data.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False
+    )
     assert tl.data.default_num_workers() == 2
-    monkeypatch.setattr(tl.data.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.setattr(
+        tl.data.os, "sched_getaffinity", lambda pid: set(range(64)), raising=False
+    )
     assert tl.data.default_num_workers() == 4
 
 
 @pytest.mark.skipif(
-    not (SHARED / "hymenoptera").is_dir(), reason="the course's shared data mirror is not beside this checkout"
+    not (SHARED / "hymenoptera").is_dir(),
+    reason="the course's shared data mirror is not beside this checkout",
 )
 def test_real_mirror_counts_and_splits(monkeypatch):
     monkeypatch.setenv(tld.MIRROR_ENV, str(SHARED))
     hymenoptera = tl.load_dataset("hymenoptera")
     assert (len(hymenoptera.train), len(hymenoptera.val)) == (245, 153)
     flowers = tl.load_dataset("flowers", val_fraction=0.2, seed=0)
-    assert len(flowers.train) + len(flowers.val) == 3670 and flowers.classes[0] == "daisy"
-    assert len(flowers.val) == sum(round(n * 0.2) for n in tld.DATASETS["flowers"].counts.values())
+    assert (
+        len(flowers.train) + len(flowers.val) == 3670 and flowers.classes[0] == "daisy"
+    )
+    assert len(flowers.val) == sum(
+        round(n * 0.2) for n in tld.DATASETS["flowers"].counts.values()
+    )
     eurosat = tl.load_dataset("eurosat")
     assert len(eurosat.train) + len(eurosat.val) == 27000 and len(eurosat.classes) == 10
     image, label = eurosat.val[0]

@@ -24,14 +24,21 @@ PUBLIC = [
     (module.__name__, name, getattr(module, name))
     for module in MODULES
     for name in module.__all__
-    if inspect.isfunction(getattr(module, name)) or inspect.isclass(getattr(module, name))
+    if inspect.isfunction(getattr(module, name))
+    or inspect.isclass(getattr(module, name))
 ]
 
 
-@pytest.mark.parametrize("where, name, obj", PUBLIC, ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize(
+    "where, name, obj", PUBLIC, ids=lambda x: x if isinstance(x, str) else ""
+)
 def test_public_docstring_names_its_chapter(where, name, obj):
     doc = inspect.getdoc(obj) or ""
     if inspect.isclass(obj) and obj.__module__ != where:
         pytest.skip(f"{name} is re-exported from {obj.__module__}")
-    pattern = r"\(chapters? [0-9][0-9, and-]*\)|\(all chapters\)|\(\"Bring your own data\"\)"
-    assert re.search(pattern, doc), f"{where}.{name}: the docstring names no chapter: {doc[:80]!r}"
+    pattern = (
+        r"\(chapters? [0-9][0-9, and-]*\)|\(all chapters\)|\(\"Bring your own data\"\)"
+    )
+    assert re.search(pattern, doc), (
+        f"{where}.{name}: the docstring names no chapter: {doc[:80]!r}"
+    )

@@ -1,5 +1,10 @@
+import errno
+import socket
+import urllib.error
+
 import pytest
 import torch
+import torchvision
 from PIL import Image
 from skimage import data as skdata
 from torch import nn
@@ -13,7 +18,9 @@ def top1(model, photo):
     transform = tl.create_transform(tl.data_config(model))
     image = Image.fromarray(getattr(skdata, photo)())
     with torch.no_grad():
-        return tl.imagenet_classes()[model(transform(image).unsqueeze(0)).argmax().item()]
+        return tl.imagenet_classes()[
+            model(transform(image).unsqueeze(0)).argmax().item()
+        ]
 
 
 def test_lite0_weights_load_strictly_with_timm_names():
@@ -25,7 +32,8 @@ def test_lite0_weights_load_strictly_with_timm_names():
 
 
 @pytest.mark.parametrize(
-    ("photo", "expected"), [("chelsea", CAT_CLASSES), ("coffee", {"espresso"}), ("rocket", {"missile"})]
+    ("photo", "expected"),
+    [("chelsea", CAT_CLASSES), ("coffee", {"espresso"}), ("rocket", {"missile"})],
 )
 def test_pretrained_top1_on_sample_photos(pretrained, photo, expected):
     assert top1(pretrained, photo) in expected
@@ -33,13 +41,21 @@ def test_pretrained_top1_on_sample_photos(pretrained, photo, expected):
 
 def test_random_weights_do_not_know_the_photos():
     model = tl.create_model(pretrained=False).eval()
-    assert [top1(model, p) for p in ("chelsea", "coffee", "rocket")] != ["Egyptian cat", "espresso", "missile"]
+    assert [top1(model, p) for p in ("chelsea", "coffee", "rocket")] != [
+        "Egyptian cat",
+        "espresso",
+        "missile",
+    ]
 
 
 def test_data_config_of_lite0(pretrained):
     cfg = tl.data_config(pretrained)
     assert cfg["mean"] == (0.5, 0.5, 0.5) and cfg["std"] == (0.5, 0.5, 0.5)
-    assert cfg["input_size"] == (3, 224, 224) and cfg["interpolation"] == "bicubic" and cfg["crop_pct"] == 0.875
+    assert (
+        cfg["input_size"] == (3, 224, 224)
+        and cfg["interpolation"] == "bicubic"
+        and cfg["crop_pct"] == 0.875
+    )
 
 
 def test_imagenet_classes():
@@ -59,16 +75,105 @@ def test_unknown_model_name_is_a_clear_error():
         tl.create_model("resnet9000")
 
 
-def test_download_failure_names_the_offline_default(monkeypatch, tmp_path):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    import torchvision
+def _raises(error):
+    def build():
+        raise error
 
-    def offline(*args, **kwargs):
-        raise OSError("<urlopen error [Errno -2] Name or service not known>")
+    return build
 
-    monkeypatch.setattr(torchvision.models, "get_model", offline)
-    with pytest.raises(RuntimeError, match="efficientnet_lite0"):
+
+def _wrapped_url_error():
+    try:
+        raise urllib.error.URLError("[Errno -2] Name or service not known")
+    except urllib.error.URLError as cause:
+        try:
+            raise RuntimeError("could not fetch the checkpoint") from cause
+        except RuntimeError as err:
+            return err
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        urllib.error.URLError("[Errno -2] Name or service not known"),
+        urllib.error.HTTPError(
+            "https://example.org/w.pth", 503, "unavailable", None, None
+        ),
+        ConnectionError("connection refused"),
+        socket.gaierror(-2, "Name or service not known"),
+        TimeoutError("timed out"),
+        _wrapped_url_error(),
+    ],
+    ids=["URLError", "HTTPError", "ConnectionError", "gaierror", "timeout", "wrapped"],
+)
+def test_failed_downloads_name_the_offline_default(error):
+    with pytest.raises(RuntimeError, match="seems to be offline") as raised:
+        tl.models._download_guard("resnet18", _raises(error))
+    assert "efficientnet_lite0" in str(raised.value) and "pretrained=False" in str(
+        raised.value
+    )
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(errno.ENOSPC, "No space left on device"),
+        PermissionError(errno.EACCES, "Permission denied"),
+        RuntimeError("size mismatch for fc.weight"),
+    ],
+    ids=["disk full", "permission", "bug"],
+)
+def test_other_errors_pass_through_unchanged(error):
+    with pytest.raises(type(error)) as raised:
+        tl.models._download_guard("resnet18", _raises(error))
+    assert raised.value is error
+
+
+def _online() -> bool:
+    try:
+        socket.create_connection(("download.pytorch.org", 443), timeout=2).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(
+    _online(), reason="the network is reachable: the download would succeed"
+)
+def test_create_model_offline_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached weights
+    with pytest.raises(RuntimeError, match="seems to be offline"):
         tl.create_model("resnet18", pretrained=True)
+
+
+@pytest.mark.parametrize("name", ["resnet50", "mobilenet_v3_large", "efficientnet_b0"])
+def test_torchvision_models_get_their_weights_own_preprocessing(name):
+    preset = torchvision.models.get_model_weights(name).DEFAULT.transforms()
+    cfg = tl.data_config(tl.create_model(name, pretrained=False))
+    assert cfg["input_size"] == (3, *preset.crop_size * 2)[:3]
+    assert cfg["mean"] == tuple(preset.mean) and cfg["std"] == tuple(preset.std)
+    assert cfg["interpolation"] == preset.interpolation.value
+    resize, crop = tl.create_transform(cfg).transforms[:2]
+    assert (
+        resize.size == preset.resize_size[0] and crop.size == (preset.crop_size[0],) * 2
+    )
+    assert resize.interpolation == preset.interpolation
+
+
+def test_preprocessing_differs_where_the_weights_say_so():
+    resnet50 = tl.create_transform(
+        tl.data_config(tl.create_model("resnet50", pretrained=False))
+    )
+    b0 = tl.create_transform(
+        tl.data_config(tl.create_model("efficientnet_b0", pretrained=False))
+    )
+    assert resnet50.transforms[0].size == 232 and b0.transforms[0].size == 256
+    assert b0.transforms[0].interpolation.value == "bicubic"
+
+
+def test_published_top1_comes_from_the_sources():
+    assert tl.models.published_top1("resnet50") == pytest.approx(80.858)  # V2 weights
+    assert tl.models.published_top1("efficientnet_lite0") == 75.1
 
 
 @pytest.mark.parametrize(
@@ -83,7 +188,11 @@ def test_download_failure_names_the_offline_default(monkeypatch, tmp_path):
 )
 def test_replace_head_of_torchvision_models(name, where):
     model = tl.create_model(name, pretrained=False)
-    body_before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(("fc", "classifier"))}
+    body_before = {
+        k: v.clone()
+        for k, v in model.state_dict().items()
+        if not k.startswith(("fc", "classifier"))
+    }
     tl.replace_head(model, 7)
     assert isinstance(where(model), nn.Linear) and where(model).out_features == 7
     assert tl.get_head(model) is where(model)
@@ -101,7 +210,9 @@ def test_replace_head_of_timm_model_with_custom_head(pretrained):
     tl.replace_head(model, 3, head=head)
     assert tl.get_head(model) is head
     assert model(torch.randn(2, 3, 64, 64)).shape == (2, 3)
-    assert torch.equal(model.blocks[0][0].conv_dw.weight, pretrained.blocks[0][0].conv_dw.weight)
+    assert torch.equal(
+        model.blocks[0][0].conv_dw.weight, pretrained.blocks[0][0].conv_dw.weight
+    )
 
 
 def test_replace_head_rejects_bad_class_count():
@@ -116,7 +227,10 @@ def test_freeze_leaves_only_head_trainable():
     tl.unfreeze(model, tl.get_head(model))
     trainable, total = tl.count_parameters(model)
     assert trainable == 1280 * 4 + 4 and total > 3_000_000
-    assert {n for n, p in model.named_parameters() if p.requires_grad} == {"classifier.weight", "classifier.bias"}
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {
+        "classifier.weight",
+        "classifier.bias",
+    }
 
 
 def test_freeze_by_name_prefix_and_bad_prefix():
@@ -125,7 +239,9 @@ def test_freeze_by_name_prefix_and_bad_prefix():
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert frozen and all(n.startswith(("conv_stem", "blocks.0.")) for n in frozen)
     assert "blocks.1.0.conv_dw.weight" not in frozen
-    with pytest.raises(ValueError, match="No parameter of the model starts with 'block'"):
+    with pytest.raises(
+        ValueError, match="No parameter of the model starts with 'block'"
+    ):
         tl.freeze(model, "block")
 
 
@@ -135,7 +251,9 @@ def test_set_batchnorm_eval_switches_only_frozen_layers():
     model.train()
     switched = tl.set_batchnorm_eval(model)
     bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert switched == sum(1 for m in model.blocks.modules() if isinstance(m, nn.BatchNorm2d))
+    assert switched == sum(
+        1 for m in model.blocks.modules() if isinstance(m, nn.BatchNorm2d)
+    )
     assert model.bn1.training and not model.blocks[0][0].bn1.training
     assert tl.set_batchnorm_eval(model, only_frozen=False) == len(bns)
     assert not model.bn1.training

@@ -17,7 +17,9 @@ _SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(name, _SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look the module up while the class is created
+    sys.modules[name] = (
+        module  # dataclasses look the module up while the class is created
+    )
     spec.loader.exec_module(module)
     return module
 
@@ -28,11 +30,15 @@ time_notebooks = _load("time_notebooks")
 
 def _notebook(path: Path, *sources: str, executed: bool = False) -> Path:
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("# tiny")] + [nbformat.v4.new_code_cell(s) for s in sources]
+    nb.cells = [nbformat.v4.new_markdown_cell("# tiny")] + [
+        nbformat.v4.new_code_cell(s) for s in sources
+    ]
     if executed:
         for n, cell in enumerate(nb.cells[1:], start=1):
             cell.execution_count = n
-            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"out {n}\n")]
+            cell.outputs = [
+                nbformat.v4.new_output("stream", name="stdout", text=f"out {n}\n")
+            ]
             cell.metadata["execution"] = {"iopub.status.idle": "2026-01-01T00:00:00Z"}
             cell.metadata["tags"] = ["keep-me"]
     nbformat.write(nb, path)
@@ -45,12 +51,19 @@ def test_strip_check_and_strip_in_place(tmp_path: Path, capsys):
     assert strip_outputs.main(["--check", str(clean)]) == 0
     assert strip_outputs.main(["--check", str(clean), str(dirty)]) == 1
     out = capsys.readouterr().out
-    assert "dirty.ipynb: outputs or execution counts in 2 code cell(s)" in out and "clean.ipynb:" not in out
-    assert nbformat.read(dirty, as_version=4).cells[1].outputs  # --check changed nothing
+    assert (
+        "dirty.ipynb: outputs or execution counts in 2 code cell(s)" in out
+        and "clean.ipynb:" not in out
+    )
+    assert (
+        nbformat.read(dirty, as_version=4).cells[1].outputs
+    )  # --check changed nothing
 
     clean_bytes = clean.read_bytes()
     assert strip_outputs.main([str(clean), str(dirty)]) == 0
-    assert clean.read_bytes() == clean_bytes  # an already clean notebook is not rewritten
+    assert (
+        clean.read_bytes() == clean_bytes
+    )  # an already clean notebook is not rewritten
     nb = nbformat.read(dirty, as_version=4)
     for cell in nb.cells[1:]:
         assert cell.outputs == [] and cell.execution_count is None
@@ -65,7 +78,9 @@ def test_strip_rejects_non_notebooks(tmp_path: Path):
 
 
 def test_descendants_and_rss_of_a_child_process():
-    child = subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(64 * 2**20); time.sleep(30)"])
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; b = bytearray(64 * 2**20); time.sleep(30)"]
+    )
     try:
         for _ in range(100):  # wait until the child has allocated its 64 MiB
             if time_notebooks.rss_bytes([child.pid]) > 64 * 2**20:
@@ -80,7 +95,10 @@ def test_descendants_and_rss_of_a_child_process():
         child.wait()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("ipykernel") is None, reason="needs the python3 Jupyter kernel")
+@pytest.mark.skipif(
+    importlib.util.find_spec("ipykernel") is None,
+    reason="needs the python3 Jupyter kernel",
+)
 def test_time_notebooks_runs_notebooks_and_writes_table(tmp_path: Path):
     nb_dir = tmp_path / "nbs"
     nb_dir.mkdir()
@@ -91,12 +109,29 @@ def test_time_notebooks_runs_notebooks_and_writes_table(tmp_path: Path):
     )
     bad = _notebook(nb_dir / "bad.ipynb", "raise ValueError('boom')")
     out = tmp_path / "table.md"
-    assert time_notebooks.main([str(ok), str(bad), "--out", str(out), "--interval", "0.05"]) == 1
-    rows = {line.split("|")[1].strip(): line for line in out.read_text().splitlines() if line.startswith("| `")}
+    assert (
+        time_notebooks.main(
+            [str(ok), str(bad), "--out", str(out), "--interval", "0.05"]
+        )
+        == 1
+    )
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in out.read_text().splitlines()
+        if line.startswith("| `")
+    }
     ok_cells = [c.strip() for c in rows["`ok.ipynb`"].split("|")[1:-1]]
     assert ok_cells[3] == "ok" and float(ok_cells[1]) >= 0  # wall time in whole seconds
-    assert float(ok_cells[2]) >= 200  # the 200 MiB buffer is seen in the kernel's peak memory
+    assert (
+        float(ok_cells[2]) >= 200
+    )  # the 200 MiB buffer is seen in the kernel's peak memory
     assert "failed: ValueError: boom" in rows["`bad.ipynb`"]
     text = out.read_text()
-    assert text.startswith("Measured on ") and "CPU cores" in text and "| **all 2** |" in text
-    assert nbformat.read(ok, as_version=4).cells[1].outputs == []  # the notebook file is not modified
+    assert (
+        text.startswith("Measured on ")
+        and "CPU cores" in text
+        and "| **all 2** |" in text
+    )
+    assert (
+        nbformat.read(ok, as_version=4).cells[1].outputs == []
+    )  # the notebook file is not modified

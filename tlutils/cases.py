@@ -60,13 +60,19 @@ class Recommendation:
 
 
 _ADVICE = {
-    1: ("linear_probe", "Freeze the pretrained body, replace the last layer, train only the new head."),
+    1: (
+        "linear_probe",
+        "Freeze the pretrained body, replace the last layer, train only the new head.",
+    ),
     2: (
         "cut_probe",
         "Keep only the first, more generic stages of the body (cut it early), add pooling and a new head, "
         "train the head. Compare a few cut points on validation data.",
     ),
-    3: ("fine_tune", "New head, body initialised from the pretrained weights, fine-tune the whole network."),
+    3: (
+        "fine_tune",
+        "New head, body initialised from the pretrained weights, fine-tune the whole network.",
+    ),
     4: (
         "fine_tune",
         "Fine-tune the whole network from the pretrained weights, and compare with training from scratch "
@@ -85,10 +91,18 @@ def recommend_case(
     ImageNet's (photos of everyday objects, animals, plants), not whether pixel statistics
     match. A dataset with fewer than ``small_max_per_class`` images per class is "small".
     """
-    if isinstance(images_per_class, bool) or not isinstance(images_per_class, (numbers.Integral, float)):
-        raise TypeError(f"images_per_class must be a number, got {type(images_per_class).__name__}.")
-    if isinstance(images_per_class, float) and not (math.isfinite(images_per_class) and images_per_class.is_integer()):
-        raise ValueError(f"images_per_class must be a whole number of images, got {images_per_class}.")
+    if isinstance(images_per_class, bool) or not isinstance(
+        images_per_class, (numbers.Integral, float)
+    ):
+        raise TypeError(
+            f"images_per_class must be a number, got {type(images_per_class).__name__}."
+        )
+    if isinstance(images_per_class, float) and not (
+        math.isfinite(images_per_class) and images_per_class.is_integer()
+    ):
+        raise ValueError(
+            f"images_per_class must be a whole number of images, got {images_per_class}."
+        )
     if images_per_class < 1:
         raise ValueError(
             f"images_per_class must be at least 1 (you need labelled images to transfer to), got {images_per_class}."
@@ -98,10 +112,18 @@ def recommend_case(
             f"similar must be True or False (your judgement: are the images and labels like ImageNet's?), "
             f"got {similar!r}."
         )
-    if isinstance(small_max_per_class, bool) or not isinstance(small_max_per_class, int) or small_max_per_class < 2:
-        raise ValueError(f"small_max_per_class must be an integer of at least 2, got {small_max_per_class!r}.")
+    if (
+        isinstance(small_max_per_class, bool)
+        or not isinstance(small_max_per_class, int)
+        or small_max_per_class < 2
+    ):
+        raise ValueError(
+            f"small_max_per_class must be an integer of at least 2, got {small_max_per_class!r}."
+        )
     small = images_per_class < small_max_per_class
-    case = {(True, True): 1, (True, False): 2, (False, True): 3, (False, False): 4}[(small, similar)]
+    case = {(True, True): 1, (True, False): 2, (False, True): 3, (False, False): 4}[
+        (small, similar)
+    ]
     strategy, advice = _ADVICE[case]
     return Recommendation(
         case=case,
@@ -143,9 +165,17 @@ def create_strategy_model(
     fresh one is created).
     """
     if strategy not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {strategy!r}. Choose one of {', '.join(STRATEGIES)}.")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer of at least 2, got {num_classes!r}.")
+        raise ValueError(
+            f"Unknown strategy {strategy!r}. Choose one of {', '.join(STRATEGIES)}."
+        )
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, int)
+        or num_classes < 2
+    ):
+        raise ValueError(
+            f"num_classes must be an integer of at least 2, got {num_classes!r}."
+        )
     if strategy == "scratch":
         return create_model(pretrained=False, num_classes=num_classes)
     model = copy.deepcopy(model) if model is not None else create_model(pretrained=True)
@@ -188,13 +218,41 @@ def plot_decision_guide(highlight: dict[int, str] | None = None):
     position = {1: (0, 0), 2: (1, 0), 3: (0, 1), 4: (1, 1)}
     fig, ax = plt.subplots(figsize=(7.5, 6))
     for case, (x, y) in position.items():
-        ax.add_patch(plt.Rectangle((x, y), 1, 1, facecolor=colors[case], edgecolor="white", linewidth=4))
-        ax.text(x + 0.5, y + 0.82, titles[case], ha="center", va="center", fontsize=12, weight="bold")
-        ax.text(x + 0.5, y + 0.5, recipes[case], ha="center", va="center", fontsize=10.5)
+        ax.add_patch(
+            plt.Rectangle(
+                (x, y), 1, 1, facecolor=colors[case], edgecolor="white", linewidth=4
+            )
+        )
+        ax.text(
+            x + 0.5,
+            y + 0.82,
+            titles[case],
+            ha="center",
+            va="center",
+            fontsize=12,
+            weight="bold",
+        )
+        ax.text(
+            x + 0.5, y + 0.5, recipes[case], ha="center", va="center", fontsize=10.5
+        )
         if case in highlight:
-            ax.text(x + 0.5, y + 0.14, highlight[case], ha="center", va="center", fontsize=9, style="italic")
+            ax.text(
+                x + 0.5,
+                y + 0.14,
+                highlight[case],
+                ha="center",
+                va="center",
+                fontsize=9,
+                style="italic",
+            )
     ax.set(xlim=(0, 2), ylim=(0, 2))
-    ax.set_xticks([0.5, 1.5], ["similar to ImageNet\n(e.g. flower photos)", "different\n(e.g. satellite tiles)"])
+    ax.set_xticks(
+        [0.5, 1.5],
+        [
+            "similar to ImageNet\n(e.g. flower photos)",
+            "different\n(e.g. satellite tiles)",
+        ],
+    )
     ax.set_yticks([0.5, 1.5], [f"small\n(< {SMALL_MAX_PER_CLASS}/class)", "large"])
     ax.tick_params(length=0)
     for side in ax.spines.values():

@@ -49,18 +49,27 @@ class CheckResult:
         """One line per verdict, wrapped to 76 characters so that it reads in the book's narrow column."""
         lines = [f"{self.title}: {'all right' if self.ok else 'not yet'}"]
         for mark, texts in [("  [ok]    ", self.passed), ("  [wrong] ", self.failed)]:
-            lines += [textwrap.fill(t, 76, initial_indent=mark, subsequent_indent=" " * len(mark)) for t in texts]
+            lines += [
+                textwrap.fill(
+                    t, 76, initial_indent=mark, subsequent_indent=" " * len(mark)
+                )
+                for t in texts
+            ]
         return "\n".join(lines)
 
     __repr__ = __str__
 
     def check(self, condition: bool, right: str, wrong: str) -> bool:
-        (self.passed if condition else self.failed).append(right if condition else wrong)
+        (self.passed if condition else self.failed).append(
+            right if condition else wrong
+        )
         return condition
 
 
 def _close(a: Sequence[float], b: Sequence[float]) -> bool:
-    return len(a) == len(b) and all(abs(float(x) - float(y)) < 1e-3 for x, y in zip(a, b, strict=True))
+    return len(a) == len(b) and all(
+        abs(float(x) - float(y)) < 1e-3 for x, y in zip(a, b, strict=True)
+    )
 
 
 def check_preprocessing(transform: transforms.Compose, model: nn.Module) -> CheckResult:
@@ -69,7 +78,11 @@ def check_preprocessing(transform: transforms.Compose, model: nn.Module) -> Chec
     expected = data_config(model)
     steps = list(getattr(transform, "transforms", [transform]))
     normalize = [t for t in steps if isinstance(t, transforms.Normalize)]
-    if result.check(bool(normalize), "it normalises the pixels", "there is no transforms.Normalize step"):
+    if result.check(
+        bool(normalize),
+        "it normalises the pixels",
+        "there is no transforms.Normalize step",
+    ):
         mean, std = tuple(normalize[0].mean), tuple(normalize[0].std)
         result.check(
             _close(mean, expected["mean"]) and _close(std, expected["std"]),
@@ -77,14 +90,20 @@ def check_preprocessing(transform: transforms.Compose, model: nn.Module) -> Chec
             f"Normalize uses mean {mean} and std {std}, but this model was pretrained with mean "
             f"{tuple(expected['mean'])} and std {tuple(expected['std'])}",
         )
-    tensor_index = next((i for i, t in enumerate(steps) if isinstance(t, transforms.ToTensor)), None)
+    tensor_index = next(
+        (i for i, t in enumerate(steps) if isinstance(t, transforms.ToTensor)), None
+    )
     norm_index = steps.index(normalize[0]) if normalize else None
     result.check(
         tensor_index is not None and (norm_index is None or tensor_index < norm_index),
         "ToTensor comes before Normalize",
         "ToTensor must come before Normalize (Normalize works on tensors with pixels in [0, 1])",
     )
-    sizes = [t.size for t in steps if isinstance(t, (transforms.CenterCrop, transforms.RandomResizedCrop))]
+    sizes = [
+        t.size
+        for t in steps
+        if isinstance(t, (transforms.CenterCrop, transforms.RandomResizedCrop))
+    ]
     if sizes:
         size = sizes[-1][0] if isinstance(sizes[-1], (tuple, list)) else sizes[-1]
         want = expected["input_size"][-1]
@@ -112,7 +131,11 @@ def check_new_head(model: nn.Module, num_classes: int) -> CheckResult:
         out == num_classes,
         f"the head has {num_classes} outputs, one per class",
         f"the head has {out} outputs, your dataset has {num_classes} classes"
-        + (" (that is still the ImageNet head: replace it with tl.replace_head)" if out == 1000 else ""),
+        + (
+            " (that is still the ImageNet head: replace it with tl.replace_head)"
+            if out == 1000
+            else ""
+        ),
     )
     params = list(head.parameters())
     result.check(
@@ -122,7 +145,9 @@ def check_new_head(model: nn.Module, num_classes: int) -> CheckResult:
     )
     with torch.no_grad():
         was_training = model.training
-        logits = model.eval()(torch.randn(1, 3, 64, 64, device=next(model.parameters()).device))
+        logits = model.eval()(
+            torch.randn(1, 3, 64, 64, device=next(model.parameters()).device)
+        )
         model.train(was_training)
     result.check(
         tuple(logits.shape) == (1, num_classes),
@@ -136,7 +161,11 @@ def check_frozen_body(model: nn.Module) -> CheckResult:
     """Is everything frozen except the head, as in feature extraction (chapter 2)?"""
     result = CheckResult("Frozen body, trainable head")
     head_ids = {id(p) for p in get_head(model).parameters()}
-    body_trainable = [n for n, p in model.named_parameters() if p.requires_grad and id(p) not in head_ids]
+    body_trainable = [
+        n
+        for n, p in model.named_parameters()
+        if p.requires_grad and id(p) not in head_ids
+    ]
     result.check(
         not body_trainable,
         "no parameter of the body is trainable",
@@ -166,10 +195,14 @@ def check_case(case: int, images_per_class: int, similar: bool) -> CheckResult:
     return result
 
 
-def check_discriminative_lrs(optimizer: torch.optim.Optimizer, model: nn.Module) -> CheckResult:
+def check_discriminative_lrs(
+    optimizer: torch.optim.Optimizer, model: nn.Module
+) -> CheckResult:
     """Are all trainable parameters in the optimizer, with learning rates that grow towards the head (chapter 4)?"""
     result = CheckResult("Discriminative learning rates")
-    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    lr_of = {
+        id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]
+    }
     order = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     missing = [n for n, p in order if id(p) not in lr_of]
     result.check(
@@ -183,7 +216,11 @@ def check_discriminative_lrs(optimizer: torch.optim.Optimizer, model: nn.Module)
         f"there are {len(set(lrs))} different learning rates",
         "every parameter has the same learning rate: that is not discriminative",
     )
-    drops = [(order[i][0], lrs[i], lrs[i + 1]) for i in range(len(lrs) - 1) if lrs[i + 1] < lrs[i] - 1e-12]
+    drops = [
+        (order[i][0], lrs[i], lrs[i + 1])
+        for i in range(len(lrs) - 1)
+        if lrs[i + 1] < lrs[i] - 1e-12
+    ]
     result.check(
         not drops,
         "learning rates never decrease from the input towards the head",
@@ -197,7 +234,9 @@ def check_discriminative_lrs(optimizer: torch.optim.Optimizer, model: nn.Module)
     result.check(
         head_lr is not None and head_lr == max(lrs, default=0),
         "the head has the largest learning rate",
-        "the head has no learning rate" if head_lr is None else f"the head's rate {head_lr:g} is not the largest",
+        "the head has no learning rate"
+        if head_lr is None
+        else f"the head's rate {head_lr:g} is not the largest",
     )
     return result
 
@@ -205,9 +244,19 @@ def check_discriminative_lrs(optimizer: torch.optim.Optimizer, model: nn.Module)
 def check_frozen_batchnorm(model: nn.Module) -> CheckResult:
     """Are the BatchNorm layers of frozen parts in eval mode, so their statistics stay put (chapter 2)?"""
     result = CheckResult("BatchNorm of the frozen body")
-    bns = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    frozen = [(n, m) for n, m in bns if all(not p.requires_grad for p in m.parameters())]
-    if not result.check(bool(frozen), f"{len(frozen)} BatchNorm layers are frozen", "no BatchNorm layer is frozen"):
+    bns = [
+        (n, m)
+        for n, m in model.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
+    frozen = [
+        (n, m) for n, m in bns if all(not p.requires_grad for p in m.parameters())
+    ]
+    if not result.check(
+        bool(frozen),
+        f"{len(frozen)} BatchNorm layers are frozen",
+        "no BatchNorm layer is frozen",
+    ):
         return result
     moving = [n for n, m in frozen if m.training]
     result.check(
@@ -223,16 +272,24 @@ def check_strategy(model: nn.Module, strategy: str) -> CheckResult:
     """Is an EfficientNet-Lite0 set up for ``strategy``: "linear_probe", "fine_tune" or "scratch" (chapter 3)?"""
     result = CheckResult(f"Strategy {strategy!r}")
     if strategy not in ("linear_probe", "fine_tune", "scratch"):
-        raise ValueError(f"strategy must be 'linear_probe', 'fine_tune' or 'scratch', got {strategy!r}.")
+        raise ValueError(
+            f"strategy must be 'linear_probe', 'fine_tune' or 'scratch', got {strategy!r}."
+        )
     stem = getattr(model, "conv_stem", None)
     if stem is None:
-        result.failed.append("this is not an EfficientNet-Lite0 (no conv_stem): create it with tl.create_model()")
+        result.failed.append(
+            "this is not an EfficientNet-Lite0 (no conv_stem): create it with tl.create_model()"
+        )
         return result
-    pretrained = torch.equal(stem.weight.detach().cpu(), lite0_state_dict()["conv_stem.weight"])
+    pretrained = torch.equal(
+        stem.weight.detach().cpu(), lite0_state_dict()["conv_stem.weight"]
+    )
     want_pretrained = strategy != "scratch"
     result.check(
         pretrained == want_pretrained,
-        "the body starts from the ImageNet weights" if want_pretrained else "the body starts from random weights",
+        "the body starts from the ImageNet weights"
+        if want_pretrained
+        else "the body starts from random weights",
         "the body has random weights, but this strategy reuses the pretrained ones (pretrained=True)"
         if want_pretrained
         else "the body has the ImageNet weights, but training from scratch starts from random ones (pretrained=False)",
@@ -260,11 +317,15 @@ def check_strategy(model: nn.Module, strategy: str) -> CheckResult:
     return result
 
 
-def check_fine_tune_setup(model: nn.Module, optimizer: torch.optim.Optimizer, warm_up_lr: float) -> CheckResult:
+def check_fine_tune_setup(
+    model: nn.Module, optimizer: torch.optim.Optimizer, warm_up_lr: float
+) -> CheckResult:
     """Phase 2 of the recipe: is part of the body unfrozen, in the optimizer, at a rate well below ``warm_up_lr`` (chapter 4)?"""
     result = CheckResult("Fine-tuning setup (phase 2)")
     head_ids = {id(p) for p in get_head(model).parameters()}
-    lr_of = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    lr_of = {
+        id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]
+    }
     body = [(n, p) for n, p in model.named_parameters() if id(p) not in head_ids]
     unfrozen = [(n, p) for n, p in body if p.requires_grad]
     if not result.check(

@@ -69,7 +69,9 @@ class DatasetInfo:
     """Where a dataset comes from and what a complete copy holds."""
 
     url: str
-    archive_root: str  # folder inside the archive that holds the class folders (or splits)
+    archive_root: (
+        str  # folder inside the archive that holds the class folders (or splits)
+    )
     counts: dict[str, int]  # expected image count per "split/class" or "class"
     md5: str | None = None  # archive checksum where a trusted one is published
     splits: tuple[str, ...] = ()  # official split folders, if any
@@ -87,7 +89,13 @@ DATASETS: dict[str, DatasetInfo] = {
     "flowers": DatasetInfo(
         url="http://download.tensorflow.org/example_images/flower_photos.tgz",
         archive_root="flower_photos",
-        counts={"daisy": 633, "dandelion": 898, "roses": 641, "sunflowers": 699, "tulips": 799},
+        counts={
+            "daisy": 633,
+            "dandelion": 898,
+            "roses": 641,
+            "sunflowers": 699,
+            "tulips": 799,
+        },
         note="tf_flowers, 5 kinds of flowers, Flickr photos (CC BY 2.0)",
     ),
     "eurosat": DatasetInfo(
@@ -117,14 +125,18 @@ IMAGE_EXTENSIONS = (*datasets.folder.IMG_EXTENSIONS, ".gif")
 
 def cache_dir() -> Path:
     """The folder for downloads and cached features (``$TLUTILS_CACHE`` or ``~/.cache/tlutils``) (chapter 1)."""
-    path = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tlutils").expanduser()
+    path = Path(
+        os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tlutils"
+    ).expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def _info(name: str) -> DatasetInfo:
     if name not in DATASETS:
-        raise ValueError(f"Unknown dataset {name!r}. Known datasets: {', '.join(sorted(DATASETS))}.")
+        raise ValueError(
+            f"Unknown dataset {name!r}. Known datasets: {', '.join(sorted(DATASETS))}."
+        )
     return DATASETS[name]
 
 
@@ -132,17 +144,30 @@ def _count_images(root: Path, info: DatasetInfo) -> dict[str, int]:
     found = {}
     for key in info.counts:
         folder = root / key
-        found[key] = sum(1 for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS) if folder.is_dir() else 0
+        found[key] = (
+            sum(1 for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if folder.is_dir()
+            else 0
+        )
     return found
 
 
 def _check_complete(root: Path, name: str, info: DatasetInfo, where: str) -> None:
     """Raise if a copy of the dataset lacks class folders or images."""
     found = _count_images(root, info)
-    wrong = {key: (found[key], want) for key, want in info.counts.items() if found[key] != want}
+    wrong = {
+        key: (found[key], want)
+        for key, want in info.counts.items()
+        if found[key] != want
+    }
     if wrong:
-        details = "; ".join(f"{key}: {have} images, expected {want}" for key, (have, want) in wrong.items())
-        raise RuntimeError(f"The {where} copy of {name!r} at {root} is incomplete or altered ({details}).")
+        details = "; ".join(
+            f"{key}: {have} images, expected {want}"
+            for key, (have, want) in wrong.items()
+        )
+        raise RuntimeError(
+            f"The {where} copy of {name!r} at {root} is incomplete or altered ({details})."
+        )
 
 
 def _check_manifest(mirror: Path, name: str, verify_checksums: bool = False) -> None:
@@ -158,14 +183,20 @@ def _check_manifest(mirror: Path, name: str, verify_checksums: bool = False) -> 
         path = mirror / rel
         if not path.is_file():
             missing.append(rel)
-        elif verify_checksums and hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+        elif (
+            verify_checksums and hashlib.sha256(path.read_bytes()).hexdigest() != digest
+        ):
             altered.append(rel)
     if missing or altered:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing file(s), e.g. {', '.join(missing[:5])}")
+            parts.append(
+                f"{len(missing)} missing file(s), e.g. {', '.join(missing[:5])}"
+            )
         if altered:
-            parts.append(f"{len(altered)} file(s) with the wrong checksum, e.g. {', '.join(altered[:5])}")
+            parts.append(
+                f"{len(altered)} file(s) with the wrong checksum, e.g. {', '.join(altered[:5])}"
+            )
         raise RuntimeError(
             f"The mirror of {name!r} at {mirror / name} does not match {manifest}: {'; '.join(parts)}. "
             "Copy the mirror again."
@@ -177,7 +208,9 @@ def verify_mirror(name: str) -> Path:
     _info(name)
     mirror = os.environ.get(MIRROR_ENV)
     if not mirror:
-        raise RuntimeError(f"${MIRROR_ENV} is not set, so there is no mirror to verify.")
+        raise RuntimeError(
+            f"${MIRROR_ENV} is not set, so there is no mirror to verify."
+        )
     _check_manifest(Path(mirror).expanduser(), name, verify_checksums=True)
     return Path(mirror).expanduser() / name
 
@@ -206,7 +239,9 @@ def dataset_dir(name: str, download: bool = True) -> Path:
     if root.is_dir():
         return root
     if not download:
-        raise FileNotFoundError(f"Dataset {name!r} is not in the cache ({root}) and download=False.")
+        raise FileNotFoundError(
+            f"Dataset {name!r} is not in the cache ({root}) and download=False."
+        )
     _download(name, info, root)
     return root
 
@@ -226,13 +261,17 @@ def _download(name: str, info: DatasetInfo, root: Path) -> None:
             ) from err
         archive = tmp_path / filename
         if info.md5 is not None and not check_integrity(str(archive), info.md5):
-            raise RuntimeError(f"The download of {name!r} from {info.url} has the wrong checksum; try again.")
+            raise RuntimeError(
+                f"The download of {name!r} from {info.url} has the wrong checksum; try again."
+            )
         extracted = tmp_path / "extracted"
         if filename.endswith(".zip"):
             with zipfile.ZipFile(archive) as zf:
                 bad = zf.testzip()
                 if bad is not None:
-                    raise RuntimeError(f"The archive of {name!r} is corrupt (first bad member: {bad}); try again.")
+                    raise RuntimeError(
+                        f"The archive of {name!r} is corrupt (first bad member: {bad}); try again."
+                    )
                 zf.extractall(extracted)
         else:
             with tarfile.open(archive) as tf:
@@ -263,7 +302,9 @@ def load_rgb(path: str | Path) -> Image.Image:
                 img = Image.alpha_composite(background, img)
             return img.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise RuntimeError(f"Cannot read image file {path}: {err}. Delete or replace this file.") from err
+        raise RuntimeError(
+            f"Cannot read image file {path}: {err}. Delete or replace this file."
+        ) from err
 
 
 class ImageFolder(datasets.ImageFolder):
@@ -273,7 +314,9 @@ class ImageFolder(datasets.ImageFolder):
         root = Path(root)
         if not root.is_dir():
             raise FileNotFoundError(f"Image folder {root} does not exist.")
-        super().__init__(str(root), transform=transform, loader=load_rgb, is_valid_file=is_image_file)
+        super().__init__(
+            str(root), transform=transform, loader=load_rgb, is_valid_file=is_image_file
+        )
 
 
 def targets_of(dataset: Dataset) -> list[int]:
@@ -283,7 +326,9 @@ def targets_of(dataset: Dataset) -> list[int]:
         return [parent[i] for i in dataset.indices]
     if hasattr(dataset, "targets"):
         return list(dataset.targets)
-    raise TypeError(f"Cannot read labels of {type(dataset).__name__} without loading it.")
+    raise TypeError(
+        f"Cannot read labels of {type(dataset).__name__} without loading it."
+    )
 
 
 def classes_of(dataset: Dataset) -> list[str]:
@@ -293,7 +338,9 @@ def classes_of(dataset: Dataset) -> list[str]:
     return list(dataset.classes)
 
 
-def stratified_split(targets: Sequence[int], val_fraction: float = 0.2, seed: int = 0) -> tuple[list[int], list[int]]:
+def stratified_split(
+    targets: Sequence[int], val_fraction: float = 0.2, seed: int = 0
+) -> tuple[list[int], list[int]]:
     """Seeded split of indices into train and validation, with the same class proportions in both (chapter 3)."""
     if not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be between 0 and 1, got {val_fraction}.")
@@ -318,7 +365,9 @@ def subsample_per_class(dataset: Dataset, k: int, seed: int = 0) -> Subset:
         raise ValueError(f"k must be at least 1, got {k}.")
     short = {c: n for c, n in counts.items() if n < k}
     if short:
-        raise ValueError(f"Cannot take {k} images per class: some classes have fewer ({short}).")
+        raise ValueError(
+            f"Cannot take {k} images per class: some classes have fewer ({short})."
+        )
     rng = random.Random(seed)
     chosen: list[int] = []
     for label in sorted(counts):
@@ -347,17 +396,28 @@ def create_transform(
     }
     size = image_size or config["input_size"][-1]
     mode = transforms.InterpolationMode(config.get("interpolation", "bilinear"))
-    normalize = [transforms.ToTensor(), transforms.Normalize(config["mean"], config["std"])]
+    normalize = [
+        transforms.ToTensor(),
+        transforms.Normalize(config["mean"], config["std"]),
+    ]
     if train:
         return transforms.Compose(
             [
-                transforms.RandomResizedCrop(size, scale=(0.5, 1.0), interpolation=mode),
+                transforms.RandomResizedCrop(
+                    size, scale=(0.5, 1.0), interpolation=mode
+                ),
                 transforms.RandomHorizontalFlip(),
                 *normalize,
             ]
         )
     resize = int(size / config.get("crop_pct", 0.875))
-    return transforms.Compose([transforms.Resize(resize, interpolation=mode), transforms.CenterCrop(size), *normalize])
+    return transforms.Compose(
+        [
+            transforms.Resize(resize, interpolation=mode),
+            transforms.CenterCrop(size),
+            *normalize,
+        ]
+    )
 
 
 @dataclass
@@ -393,9 +453,15 @@ def load_image_folder(
     train_full = ImageFolder(root, transform=train_transform)
     val_full = ImageFolder(root, transform=val_transform)
     if len(train_full.classes) < 2:
-        raise ValueError(f"{root} has {len(train_full.classes)} class folder(s); a classifier needs at least 2.")
+        raise ValueError(
+            f"{root} has {len(train_full.classes)} class folder(s); a classifier needs at least 2."
+        )
     train_idx, val_idx = stratified_split(train_full.targets, val_fraction, seed)
-    return DatasetSplits(Subset(train_full, train_idx), Subset(val_full, val_idx), list(train_full.classes))
+    return DatasetSplits(
+        Subset(train_full, train_idx),
+        Subset(val_full, val_idx),
+        list(train_full.classes),
+    )
 
 
 def load_dataset(
@@ -411,7 +477,9 @@ def load_dataset(
     official split, so a seeded stratified split with ``val_fraction`` of every class
     goes to validation (the same seed always gives the same split).
     """
-    return load_image_folder(dataset_dir(name), train_transform, val_transform, val_fraction, seed)
+    return load_image_folder(
+        dataset_dir(name), train_transform, val_transform, val_fraction, seed
+    )
 
 
 def default_num_workers() -> int:
@@ -419,11 +487,20 @@ def default_num_workers() -> int:
     cannot import functions defined in a notebook), up to 4 on Linux."""
     if platform.system() in ("Windows", "Darwin"):
         return 0
-    return min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return min(
+        4,
+        len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count() or 1,
+    )
 
 
 def create_loader(
-    dataset: Dataset, batch_size: int = 32, shuffle: bool = False, num_workers: int | None = None, seed: int = 0
+    dataset: Dataset,
+    batch_size: int = 32,
+    shuffle: bool = False,
+    num_workers: int | None = None,
+    seed: int = 0,
 ) -> DataLoader:
     """A DataLoader with notebook-safe workers and a seeded shuffle (chapter 1)."""
     workers = default_num_workers() if num_workers is None else num_workers

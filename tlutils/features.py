@@ -28,6 +28,7 @@ __all__ = [
     "feature_extractor",
     "extract_features",
     "feature_cache_key",
+    "check_cacheable_transform",
     "features_dataset",
     "stage_features",
     "linear_probe_accuracy",
@@ -40,13 +41,13 @@ def feature_extractor(model: nn.Module) -> nn.Module:
     For timm models this is ``reset_classifier(0)``; for torchvision models the last linear
     layer becomes ``nn.Identity()``. The copy is frozen and in eval mode.
     """
-    from .models import _head_location
+    from .models import head_location
 
     backbone = copy.deepcopy(model)
     if hasattr(backbone, "reset_classifier"):
         backbone.reset_classifier(0)
     else:
-        parent, attr = _head_location(backbone)
+        parent, attr = head_location(backbone)
         if isinstance(parent, nn.Sequential):
             parent[attr] = nn.Identity()
         else:
@@ -69,24 +70,81 @@ def _samples(dataset: Dataset) -> tuple[list[tuple[str, int]], object]:
     )
 
 
+def _deterministic_steps() -> tuple[type, ...]:
+    """Preprocessing steps that give the same output for the same image, every time."""
+    from timm.data import transforms as timm_t
+    from torchvision import transforms as t
+    from torchvision.transforms import _presets, v2
+
+    names = ["Resize", "CenterCrop", "ToTensor", "PILToTensor", "ConvertImageDtype"]
+    names += ["Normalize", "Grayscale", "Pad", "ToImage", "ToDtype", "ToPureTensor"]
+    steps = [getattr(m, n) for m in (t, v2) for n in names if hasattr(m, n)]
+    steps += [
+        _presets.ImageClassification,
+        timm_t.MaybeToTensor,
+        timm_t.CenterCropOrPad,
+    ]
+    steps += [timm_t.ToTensor, timm_t.ToNumpy, timm_t.MaybePILToTensor]
+    return tuple(step for step in steps if isinstance(step, type))
+
+
+def _steps_of(transform) -> list:
+    """The steps of a (nested) Compose, or the transform itself."""
+    from torchvision import transforms as t
+    from torchvision.transforms import v2
+
+    if type(transform) in (t.Compose, v2.Compose):
+        return [step for inner in transform.transforms for step in _steps_of(inner)]
+    return [transform]
+
+
+def check_cacheable_transform(transform) -> None:
+    """Refuse to cache features of a transform that is not made of fixed steps (chapter 2).
+
+    A frozen backbone's features can be computed once only if the images are prepared
+    the same way every time. Random steps (``RandomResizedCrop``, ``ColorJitter``,
+    ``RandAugment``, ``GaussianBlur``...) change them every epoch, and a step we do not
+    know (a ``Lambda``, your own class, a subclass) might, so each of those raises a
+    ``ValueError`` that names it. Known fixed steps match by exact type, not by name.
+    """
+    from timm.data import transforms as timm_t
+
+    if transform is None:
+        return
+    allowed = _deterministic_steps()
+    for step in _steps_of(transform):
+        if type(step) in allowed:
+            continue
+        fixed_resize = type(step) is timm_t.ResizeKeepRatio and not (
+            step.random_scale_prob or step.random_aspect_prob
+        )
+        if fixed_resize:
+            continue
+        raise ValueError(
+            f"The dataset's transform contains {type(step).__name__}, which is not a known "
+            "fixed preprocessing step: its output may differ from call to call (data "
+            "augmentation), so the features cannot be cached. Give the dataset the "
+            "evaluation transform (tl.create_transform(config)), or pass cache=False to "
+            "extract without a cache."
+        )
+
+
 def feature_cache_key(backbone: nn.Module, dataset: Dataset, extra: str = "") -> str:
-    """A key that changes whenever the weights, the structure, the files, the labels or the preprocessing change.
+    """A cache key that changes with the weights, structure, files, labels or preprocessing (chapter 2).
 
     A wrapper whose behaviour depends on a setting that its ``repr`` does not show (say, which
     stage to return) must pass that setting as ``extra``.
     """
     digest = hashlib.sha256()
     digest.update(type(backbone).__name__.encode())
-    digest.update(repr(backbone).encode())  # the structure, e.g. where a wrapper cuts the network
+    digest.update(
+        repr(backbone).encode()
+    )  # the structure, e.g. where a wrapper cuts the network
     for name, tensor in backbone.state_dict().items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     samples, transform = _samples(dataset)
-    if transform is not None and "Random" in repr(transform):
-        raise ValueError(
-            "The dataset's transform is random (augmentation), so its features change every epoch and "
-            "cannot be cached. Use the evaluation transform (create_transform(train=False))."
-        )
+    check_cacheable_transform(transform)
     digest.update(repr(transform).encode())
     for path, label in samples:
         stat = os.stat(path)
@@ -96,7 +154,13 @@ def feature_cache_key(backbone: nn.Module, dataset: Dataset, extra: str = "") ->
 
 
 @torch.no_grad()
-def _run(backbone: nn.Module, dataset: Dataset, batch_size: int, device: torch.device, progress: bool):
+def _run(
+    backbone: nn.Module,
+    dataset: Dataset,
+    batch_size: int,
+    device: torch.device,
+    progress: bool,
+):
     # channels_last is faster for convolutions on CPUs and on recent GPUs.
     backbone = backbone.to(device, memory_format=torch.channels_last).eval()
     features, labels = [], []
@@ -106,7 +170,9 @@ def _run(backbone: nn.Module, dataset: Dataset, batch_size: int, device: torch.d
     bar = tqdm(total=len(loader), desc="features", leave=False, disable=not progress)
     for images, targets in loader:
         images = images.to(device, memory_format=torch.channels_last)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+        with torch.autocast(
+            device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"
+        ):
             out = backbone(images)
         features.append(out.float().flatten(1).cpu())
         labels.append(targets)
@@ -177,7 +243,9 @@ def stage_features(
     chosen = backbone.stages.tolist()
     sizes = [stage_channels(model)[s] for s in chosen]
     if features.shape[1] != sum(sizes):
-        raise RuntimeError(f"Expected {sum(sizes)} features per image, got {features.shape[1]}.")
+        raise RuntimeError(
+            f"Expected {sum(sizes)} features per image, got {features.shape[1]}."
+        )
     return dict(zip(chosen, torch.split(features, sizes, dim=1), strict=True)), labels
 
 
@@ -198,9 +266,13 @@ def linear_probe_accuracy(
     from sklearn.preprocessing import StandardScaler
 
     def as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
-        return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        return (
+            x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+        )
 
-    xtr, ytr, xva, yva = map(as_numpy, (train_features, train_labels, val_features, val_labels))
+    xtr, ytr, xva, yva = map(
+        as_numpy, (train_features, train_labels, val_features, val_labels)
+    )
     if len(xtr) != len(ytr) or len(xva) != len(yva):
         raise ValueError("Features and labels must have the same length.")
     probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))

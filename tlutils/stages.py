@@ -61,7 +61,11 @@ def _check_lite0(model: nn.Module) -> None:
 
 
 def _check_stage(stage: int) -> int:
-    if isinstance(stage, bool) or not isinstance(stage, int) or not 0 <= stage < NUM_STAGES:
+    if (
+        isinstance(stage, bool)
+        or not isinstance(stage, int)
+        or not 0 <= stage < NUM_STAGES
+    ):
         names = ", ".join(f"{i}={n}" for i, n in enumerate(STAGE_NAMES))
         raise ValueError(f"A stage is an integer from 0 to 8 ({names}); got {stage!r}.")
     return stage
@@ -72,7 +76,9 @@ def head_modules(model: nn.Module) -> list[str]:
     head = get_head(model)
     names = [n for n, m in model.named_modules() if m is head and n]
     if not names:
-        raise TypeError(f"Could not find the head of {type(model).__name__} among its modules.")
+        raise TypeError(
+            f"Could not find the head of {type(model).__name__} among its modules."
+        )
     return names[:1]
 
 
@@ -96,9 +102,13 @@ def stage_channels(model: nn.Module) -> list[int]:
     _check_lite0(model)
     info = {f["stage"]: f["num_chs"] for f in model.feature_info}
     last = [b[-1] for b in model.blocks]  # the last block of each stage sets its width
-    widths = [(blk.bn3 if hasattr(blk, "bn3") else blk.bn2).num_features for blk in last]
+    widths = [
+        (blk.bn3 if hasattr(blk, "bn3") else blk.bn2).num_features for blk in last
+    ]
     channels = [model.bn1.num_features, *widths, model.bn2.num_features]
-    assert all(channels[s] == c for s, c in info.items()), "disagrees with timm's feature_info"
+    assert all(channels[s] == c for s, c in info.items()), (
+        "disagrees with timm's feature_info"
+    )
     return channels
 
 
@@ -114,7 +124,9 @@ def stage_outputs(
     model is put in eval mode; its weights are shared, not copied.
     """
     if images.ndim != 4:
-        raise ValueError(f"images must be a batch (N, C, H, W), got {tuple(images.shape)}.")
+        raise ValueError(
+            f"images must be a batch (N, C, H, W), got {tuple(images.shape)}."
+        )
     if len(stages) == 0:
         raise ValueError("Name at least one stage.")
     model.eval()
@@ -130,7 +142,9 @@ def stage_outputs(
         names = {name for name, _ in model.named_modules()}
         missing = [s for s in stages if s not in names]
         if missing:
-            raise ValueError(f"The model has no modules named {missing}; see print(model).")
+            raise ValueError(
+                f"The model has no modules named {missing}; see print(model)."
+            )
         extractor = create_feature_extractor(model, return_nodes={s: s for s in stages})
         out = extractor(images)
         return [out[s] for s in stages]
@@ -143,10 +157,16 @@ def _stage_maps(model: nn.Module, images: torch.Tensor, stages: list[int]) -> di
     inner = [s for s in stages if s < last]
     if last not in stages:
         maps = model.forward_intermediates(
-            images, indices=inner, intermediates_only=True, stop_early=True, extra_blocks=True
+            images,
+            indices=inner,
+            intermediates_only=True,
+            stop_early=True,
+            extra_blocks=True,
         )
         return dict(zip(inner, maps, strict=True))
-    final, maps = model.forward_intermediates(images, indices=inner or [0], extra_blocks=True)
+    final, maps = model.forward_intermediates(
+        images, indices=inner or [0], extra_blocks=True
+    )
     return {**dict(zip(inner, maps, strict=False)), last: final}
 
 
@@ -155,7 +175,9 @@ def stage_table(model: nn.Module, image_size: int = 224):
     import pandas as pd
 
     _check_lite0(model)
-    x = torch.zeros(1, 3, image_size, image_size, device=next(model.parameters()).device)
+    x = torch.zeros(
+        1, 3, image_size, image_size, device=next(model.parameters()).device
+    )
     maps = stage_outputs(model, x, list(range(NUM_STAGES)))
     rows = [
         {
@@ -194,7 +216,9 @@ class StageFeatures(nn.Module):
     def __init__(self, model: nn.Module, stages: Sequence[int] | None = None) -> None:
         super().__init__()
         _check_lite0(model)
-        chosen = range(NUM_STAGES) if stages is None else [_check_stage(s) for s in stages]
+        chosen = (
+            range(NUM_STAGES) if stages is None else [_check_stage(s) for s in stages]
+        )
         chosen = tuple(chosen)
         if not chosen or len(set(chosen)) != len(chosen):
             raise ValueError(f"stages must be different stage numbers, got {stages!r}.")

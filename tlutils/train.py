@@ -68,14 +68,19 @@ OptName = Literal["adam", "adamw", "sgd"]
 def _check_choice(name: str, value: object, choices: type) -> None:
     allowed = get_args(choices)
     if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}.")
+        raise ValueError(
+            f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}."
+        )
 
 
 def get_device() -> torch.device:
     """The fastest device here: CUDA, then Apple MPS, then the CPU (chapter 1)."""
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+    if (
+        getattr(torch.backends, "mps", None) is not None
+        and torch.backends.mps.is_available()
+    ):
         return torch.device("mps")
     return torch.device("cpu")
 
@@ -140,14 +145,18 @@ def create_optimizer(
     if not lr > 0:
         raise ValueError(f"lr must be positive, got {lr}.")
     if opt == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return torch.optim.SGD(
+            params, lr=lr, momentum=momentum, weight_decay=weight_decay
+        )
     kind = torch.optim.Adam if opt == "adam" else torch.optim.AdamW
     return kind(params, lr=lr, weight_decay=weight_decay)
 
 
 def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(
-        device_type=device.type, dtype=torch.float16, enabled=enabled and device.type == "cuda"
+        device_type=device.type,
+        dtype=torch.float16,
+        enabled=enabled and device.type == "cuda",
     )
 
 
@@ -167,7 +176,9 @@ def _set_train_mode(model: nn.Module, bn_stats: BNStats) -> None:
         set_batchnorm_eval(model, only_frozen=bn_stats == "update_unfrozen")
 
 
-def _train_epoch(model, loader, optimizer, loss_fn, device, scaler, bn_stats, scheduler):
+def _train_epoch(
+    model, loader, optimizer, loss_fn, device, scaler, bn_stats, scheduler
+):
     """One pass over ``loader`` with gradient steps; returns mean ``(loss, accuracy)``."""
     _set_train_mode(model, bn_stats)
     total_loss, correct, seen = 0.0, 0, 0
@@ -192,7 +203,9 @@ def _train_epoch(model, loader, optimizer, loss_fn, device, scaler, bn_stats, sc
         correct += (logits.argmax(1) == targets).sum().item()
         seen += len(targets)
     if seen == 0:
-        raise ValueError("The training loader yielded no batches; is the dataset empty?")
+        raise ValueError(
+            "The training loader yielded no batches; is the dataset empty?"
+        )
     return total_loss / seen, correct / seen
 
 
@@ -220,7 +233,9 @@ def evaluate(
     """Mean ``(loss, accuracy)`` of ``model`` on ``loader`` (chapter 2)."""
     logits, targets = predict(model, loader, device)
     _check_class_count(logits, targets)
-    return loss_fn(logits, targets).item(), (logits.argmax(1) == targets).float().mean().item()
+    return loss_fn(logits, targets).item(), (
+        logits.argmax(1) == targets
+    ).float().mean().item()
 
 
 def fit(
@@ -260,7 +275,9 @@ def fit(
     _check_choice("bn_stats", bn_stats, BNStats)
     _check_choice("monitor", monitor, Monitor)
     if (keep_best or patience) and val_loader is None:
-        raise ValueError("keep_best and patience need a val_loader to pick the best epoch.")
+        raise ValueError(
+            "keep_best and patience need a val_loader to pick the best epoch."
+        )
     device = torch.device(device) if device is not None else get_device()
     model.to(device)
     if optimizer is None:
@@ -292,7 +309,13 @@ def fit(
                 if keep_best:
                     best_state = copy.deepcopy(model.state_dict())
         history.seconds.append(time.perf_counter() - start)
-        bar.set_postfix({k: f"{getattr(history, k)[-1]:.3f}" for k in _SERIES[:4] if getattr(history, k)})
+        bar.set_postfix(
+            {
+                k: f"{getattr(history, k)[-1]:.3f}"
+                for k in _SERIES[:4]
+                if getattr(history, k)
+            }
+        )
         if on_epoch_end is not None:
             on_epoch_end(epoch, model)
         if patience is not None and epoch - history.best_epoch >= patience:

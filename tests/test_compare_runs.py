@@ -1,0 +1,100 @@
+"""Tests for scripts/compare_runs.py: numbers compared cell by cell, timings ignored."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location(
+    "compare_runs", ROOT / "scripts" / "compare_runs.py"
+)
+compare_runs = importlib.util.module_from_spec(spec)
+sys.modules["compare_runs"] = compare_runs
+spec.loader.exec_module(compare_runs)
+
+
+def executed(*texts, stderr=""):
+    """A notebook whose code cells printed ``texts`` (and ``stderr`` in the first)."""
+    cells = []
+    for i, text in enumerate(texts):
+        outputs = [new_output("stream", name="stdout", text=text)]
+        if stderr and i == 0:
+            outputs.append(new_output("stream", name="stderr", text=stderr))
+        cells.append(new_code_cell("pass", outputs=outputs))
+    return new_notebook(cells=cells)
+
+
+def test_equal_runs_have_no_difference():
+    a = executed("val accuracy 0.881\n", "table\n0.5 0.25\n")
+    result = compare_runs.compare(
+        a, executed("val accuracy 0.881\n", "table\n0.5 0.25\n")
+    )
+    assert result.ok and result.equal == 3 and result.cells == 2
+
+
+def test_a_changed_accuracy_is_a_difference_that_names_its_cell():
+    result = compare_runs.compare(
+        executed("x\n", "acc 0.881\n"), executed("x\n", "acc 0.884\n")
+    )
+    assert not result.ok
+    assert result.differences == ["cell 1: 'acc 0.881' vs 'acc 0.884'"]
+
+
+def test_timings_are_ignored():
+    first = executed(
+        "epoch 12.3 s, 45 ms per batch, 5x faster\n",
+        "[main: 40 s wall, 77 s CPU so far]\n",
+    )
+    second = executed(
+        "epoch 14.0 s, 47 ms per batch, 7x faster\n",
+        "[main: 44 s wall, 80 s CPU so far]\n",
+    )
+    result = compare_runs.compare(first, second)
+    assert result.ok and result.timings == 5 and result.equal == 0
+
+
+def test_timing_columns_of_a_table_are_ignored():
+    first = executed("dataset  accuracy  seconds\nflowers     0.876     19.7\n")
+    second = executed("dataset  accuracy  seconds\nflowers     0.876     23.1\n")
+    result = compare_runs.compare(first, second)
+    assert result.ok and result.equal == 1 and result.timings == 1
+
+
+def test_stderr_is_ignored():
+    result = compare_runs.compare(
+        executed("1\n", stderr="10%|#   | 3/31"), executed("1\n", stderr="97%")
+    )
+    assert result.ok
+
+
+def test_a_different_shape_is_reported_not_raised():
+    result = compare_runs.compare(executed("1\n", "2\n"), executed("1\n"))
+    assert not result.ok and "code cells" in result.differences[0]
+    result = compare_runs.compare(executed("1 2\n"), executed("1\n"))
+    assert "numbers printed" in result.differences[0]
+
+
+def write(path, *sources):
+    nbformat.write(new_notebook(cells=[new_code_cell(s) for s in sources]), path)
+    return path
+
+
+def test_end_to_end_a_deterministic_notebook_passes(tmp_path, capsys):
+    path = write(
+        tmp_path / "same.ipynb",
+        "print(1 + 1)",
+        "import time\nprint(f'{time.time() % 1:.3f} s')",
+    )
+    assert compare_runs.main([str(path), "--out", str(tmp_path / "report.md")]) == 0
+    assert (
+        "1 numbers equal, 1 timings ignored, 0 differ"
+        in (tmp_path / "report.md").read_text()
+    )
+
+
+def test_end_to_end_a_random_number_fails(tmp_path):
+    path = write(tmp_path / "random.ipynb", "import random\nprint(random.random())")
+    assert compare_runs.main([str(path)]) == 1
