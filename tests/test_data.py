@@ -184,7 +184,7 @@ def test_transforms_match_the_model_config(image_folder):
     ).shape == (3, 32, 32)
 
 
-def test_make_loader_is_seeded(image_folder):
+def test_create_loader_is_seeded(image_folder):
     dataset = tl.ImageFolder(image_folder, transform=tl.create_transform(image_size=16))
     first = [
         y.tolist()
