@@ -12,8 +12,9 @@ progress bars go, and not images).
 Timings differ from run to run by nature and are ignored, by one explicit rule: a number
 followed by a unit of time or speed (``s``, ``ms``, ``sec``, ``seconds``, ``min``,
 ``it/s``, ``s/it``, ``x`` for a speed-up, ``images/s``) is a timing. So is every number
-on a line that mentions ``seconds``, ``wall`` or ``CPU so far``, and every number in a
-table column whose header mentions ``seconds``, ``latency`` or ``ms``. Everything else
+on a line that mentions ``seconds``, ``wall`` or ``CPU so far``, every number in a
+table column whose header mentions ``seconds``, ``latency`` or ``ms``, and every number in
+a table (up to the next blank line) whose first header word does. Everything else
 that differs is reported as a defect.
 
 Usage::
@@ -90,9 +91,14 @@ def numbers(text: str) -> list[tuple[str, bool, str]]:
     """``(number, is_timing, line)`` for every number in ``text``, in order."""
     lines = text.splitlines()
     spans = _timing_columns(lines)
-    found = []
+    found, timing_block = [], False
     for line in lines:
-        timing_line = bool(TIMING_LINE.search(line))
+        first_word = line.split(maxsplit=1)[0] if line.strip() else ""
+        if not line.strip():
+            timing_block = False  # a blank line ends a table
+        elif TIMING_HEADER.search(first_word):
+            timing_block = True  # a table whose title is a time: every number in it
+        timing_line = timing_block or bool(TIMING_LINE.search(line))
         for match in NUMBER.finditer(line):
             after = line[match.end() :]
             in_column = any(a - 2 <= match.start() <= b + 2 for a, b in spans)

@@ -63,6 +63,16 @@ def test_timing_columns_of_a_table_are_ignored():
     assert result.ok and result.equal == 1 and result.timings == 1
 
 
+def test_a_table_titled_seconds_is_a_timing_table():
+    table = "accuracy   probe  scratch\nflowers    0.766    0.160\n\nseconds   probe  scratch\n"
+    first = executed(table + "flowers      0.7      5.8\n")
+    second = executed(table + "flowers      1.1      6.4\n")
+    result = compare_runs.compare(first, second)
+    assert result.ok and result.equal == 2 and result.timings == 2
+    changed = executed(table.replace("0.160", "0.170") + "flowers      0.7      5.8\n")
+    assert not compare_runs.compare(first, changed).ok
+
+
 def test_stderr_is_ignored():
     result = compare_runs.compare(
         executed("1\n", stderr="10%|#   | 3/31"), executed("1\n", stderr="97%")
