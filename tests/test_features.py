@@ -78,16 +78,6 @@ def test_damaged_cache_file_is_recomputed(pretrained, small_dataset, tmp_cache):
     assert torch.equal(features, again)
 
 
-def test_random_transform_cannot_be_cached(pretrained, image_folder):
-    augmented = tl.ImageFolder(
-        image_folder, transform=tl.create_transform(train=True, image_size=32)
-    )
-    with pytest.raises(ValueError, match="RandomResizedCrop"):
-        tl.extract_features(
-            tl.feature_extractor(pretrained), augmented, device="cpu", progress=False
-        )
-
-
 def test_linear_head_on_cached_features_separates_colours(
     pretrained, small_dataset, tmp_cache
 ):
@@ -116,86 +106,251 @@ class SneakyResize(transforms.Resize):
     """A subclass of a fixed step may add randomness: refused too."""
 
 
-RANDOM_STEPS = {
+class MyCompose(transforms.Compose):
+    """A subclass of Compose may call its steps any way it likes: refused too."""
+
+
+HALF = ([0.5] * 3, [0.5] * 3)
+
+# Steps that work on PIL images, placed before ToTensor ...
+RANDOM_PIL_STEPS = {
     "ColorJitter": transforms.ColorJitter(0.4),
     "GaussianBlur": transforms.GaussianBlur(3),
     "RandAugment": transforms.RandAugment(),
     "TrivialAugmentWide": transforms.TrivialAugmentWide(),
     "AutoAugment": transforms.AutoAugment(),
     "AugMix": transforms.AugMix(),
+    "ElasticTransform": transforms.ElasticTransform(),
     "Lambda": transforms.Lambda(lambda image: image),
-    "Jitter": Jitter(),
     "SneakyResize": SneakyResize(64),
+    "MyCompose": MyCompose([transforms.CenterCrop(64)]),
+    "timm.ResizeKeepRatio(random_scale_prob)": timm.data.transforms.ResizeKeepRatio(
+        64, random_scale_prob=0.5
+    ),
+    "timm.ResizeKeepRatio(interpolation=random)": timm.data.transforms.ResizeKeepRatio(
+        64, interpolation="random"
+    ),
+    "timm.RandomResizedCropAndInterpolation": (
+        timm.data.transforms.RandomResizedCropAndInterpolation(64)
+    ),
+}
+# ... steps that need tensors, placed after it.
+RANDOM_TENSOR_STEPS = {
+    "RandomErasing": transforms.RandomErasing(),
+    "Jitter": Jitter(),
+}
+# torchvision.transforms.v2 steps, in a v2 pipeline that starts with ToImage.
+RANDOM_V2_STEPS = {
     "v2.ColorJitter": v2.ColorJitter(0.4),
     "v2.GaussianBlur": v2.GaussianBlur(3),
     "v2.RandAugment": v2.RandAugment(),
     "v2.TrivialAugmentWide": v2.TrivialAugmentWide(),
     "v2.AutoAugment": v2.AutoAugment(),
+    "v2.AugMix": v2.AugMix(),
+    "v2.ElasticTransform": v2.ElasticTransform(),
+    "v2.RandomErasing": v2.RandomErasing(),
+    "v2.Lambda": v2.Lambda(lambda image: image),
 }
 
 
-@pytest.mark.parametrize("name", RANDOM_STEPS)
+def random_pipeline(name):
+    """A Resize/ToTensor/Normalize pipeline with the random step ``name`` inside."""
+    if name in RANDOM_V2_STEPS:
+        return v2.Compose(
+            [
+                v2.ToImage(),
+                v2.Resize(64),
+                RANDOM_V2_STEPS[name],
+                v2.ToDtype(torch.float32, scale=True),
+                v2.Normalize(*HALF),
+            ]
+        )
+    before = [RANDOM_PIL_STEPS[name]] if name in RANDOM_PIL_STEPS else []
+    after = [RANDOM_TENSOR_STEPS[name]] if name in RANDOM_TENSOR_STEPS else []
+    return transforms.Compose(
+        [
+            transforms.Resize(64),
+            *before,
+            transforms.ToTensor(),
+            *after,
+            transforms.Normalize(*HALF),
+        ]
+    )
+
+
+@pytest.mark.parametrize(
+    "name", [*RANDOM_PIL_STEPS, *RANDOM_TENSOR_STEPS, *RANDOM_V2_STEPS]
+)
 def test_random_transforms_are_refused_for_caching(
     name, pretrained, image_folder, tmp_cache
 ):
-    step = RANDOM_STEPS[name]
-    pipeline = transforms.Compose([transforms.Resize(64), step, transforms.ToTensor()])
-    if name.startswith("v2."):
-        pipeline = v2.Compose(
-            [v2.Resize(64), step, v2.ToImage(), v2.ToDtype(torch.float32, scale=True)]
-        )
+    pipeline = random_pipeline(name)
+    step = {**RANDOM_PIL_STEPS, **RANDOM_TENSOR_STEPS, **RANDOM_V2_STEPS}[name]
     dataset = tl.ImageFolder(image_folder, transform=pipeline)
-    with pytest.raises(ValueError, match=type(step).__name__) as error:
-        tl.extract_features(tl.feature_extractor(pretrained), dataset, progress=False)
-    assert "cache=False" in str(error.value)
+    backbone = tl.feature_extractor(pretrained)
+    names_step = f"contains {type(step).__name__},"
+    with pytest.raises(ValueError, match=names_step) as error:
+        tl.features.feature_cache_key(backbone, dataset)
+    message = str(error.value)
+    assert "may differ from call to call" in message
+    assert "tl.create_transform(config)" in message and "cache=False" in message
+    with pytest.raises(ValueError, match=names_step):
+        tl.extract_features(backbone, dataset, device="cpu", progress=False)
     assert not (tmp_cache / "features").exists()
 
 
-def test_random_erasing_on_tensors_is_refused():
-    for erase in (transforms.RandomErasing(), v2.RandomErasing()):
-        with pytest.raises(ValueError, match="RandomErasing"):
-            tl.features.check_cacheable_transform(
-                transforms.Compose([transforms.ToTensor(), erase])
-            )
+def test_random_steps_inside_nested_containers_are_found():
+    inner = torch.nn.Sequential(v2.Resize(64), v2.ColorJitter(0.4))
+    for pipeline in (
+        v2.Compose([v2.ToImage(), inner]),
+        transforms.Compose([transforms.Compose([transforms.GaussianBlur(3)])]),
+        torch.nn.Sequential(transforms.CenterCrop(64), inner),
+    ):
+        with pytest.raises(ValueError, match="ColorJitter|GaussianBlur"):
+            tl.features.check_cacheable_transform(pipeline)
+
+
+def test_training_transforms_are_refused():
+    for training in (
+        tl.create_transform(train=True),
+        timm.data.create_transform(224, is_training=True),
+        timm.data.create_transform(224, is_training=True, auto_augment="rand-m9"),
+    ):
+        with pytest.raises(ValueError, match="RandomResizedCrop"):
+            tl.features.check_cacheable_transform(training)
+
+
+def test_random_transform_cannot_be_cached(pretrained, image_folder):
+    augmented = tl.ImageFolder(
+        image_folder, transform=tl.create_transform(train=True, image_size=32)
+    )
+    with pytest.raises(ValueError, match="RandomResizedCrop"):
+        tl.extract_features(
+            tl.feature_extractor(pretrained), augmented, device="cpu", progress=False
+        )
 
 
 def test_random_transforms_still_extract_without_a_cache(
     pretrained, image_folder, tmp_cache
 ):
-    pipeline = transforms.Compose(
-        [transforms.Resize(64), transforms.ColorJitter(0.4), transforms.ToTensor()]
-    )
-    dataset = tl.ImageFolder(image_folder, transform=pipeline)
+    dataset = tl.ImageFolder(image_folder, transform=random_pipeline("ColorJitter"))
     features, _ = tl.extract_features(
-        tl.feature_extractor(pretrained), dataset, cache=False, progress=False
+        tl.feature_extractor(pretrained),
+        dataset,
+        cache=False,
+        device="cpu",
+        progress=False,
     )
     assert features.shape == (12, 1280)
+    assert not (tmp_cache / "features").exists()
 
 
-def test_fixed_pipelines_are_cacheable():
-    fixed = [
-        None,
-        tl.create_transform(image_size=64),
-        torchvision.models.ResNet18_Weights.DEFAULT.transforms(),  # code, not a download
-        timm.data.create_transform(input_size=224, is_training=False),
-        timm.data.create_transform(
-            input_size=224, is_training=False, crop_mode="border"
-        ),
-        v2.Compose(
-            [
-                v2.ToImage(),
-                v2.Resize(64),
-                v2.CenterCrop(64),
-                v2.ToDtype(torch.float32, scale=True),
-                v2.Normalize([0.5] * 3, [0.5] * 3),
-            ]
-        ),
-    ]
-    for pipeline in fixed:
-        tl.features.check_cacheable_transform(pipeline)
-    for training in (
-        tl.create_transform(train=True),
-        timm.data.create_transform(224, is_training=True),
-    ):
-        with pytest.raises(ValueError, match="RandomResizedCrop"):
-            tl.features.check_cacheable_transform(training)
+def v2_pipeline(dtype=torch.float32):
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize(64),
+            v2.CenterCrop(64),
+            v2.ToDtype(dtype, scale=True),
+            v2.Normalize(*HALF),
+        ]
+    )
+
+
+FIXED_PIPELINES = {
+    "None": lambda: None,
+    "create_transform": lambda: tl.create_transform(image_size=64),
+    "create_transform(resnet18 config)": lambda: tl.create_transform(
+        tl.data_config(tl.create_model("resnet18", pretrained=False))
+    ),
+    "v2": v2_pipeline,
+    "ResNet18_Weights.transforms()": (
+        lambda: torchvision.models.ResNet18_Weights.DEFAULT.transforms()
+    ),
+    "timm eval": lambda: timm.data.create_transform(input_size=224),
+    "timm eval squash": lambda: timm.data.create_transform(
+        input_size=224, crop_mode="squash"
+    ),
+    "timm eval border": lambda: timm.data.create_transform(
+        input_size=224, crop_mode="border"
+    ),
+    "timm eval non-square": lambda: timm.data.create_transform(
+        input_size=(3, 224, 192)
+    ),
+    "timm eval trim border": lambda: timm.data.create_transform(
+        input_size=224, crop_border_pixels=2
+    ),
+    "timm eval prefetcher": lambda: timm.data.create_transform(
+        input_size=224, use_prefetcher=True
+    ),
+    "timm ToTensor": lambda: transforms.Compose(
+        [transforms.Resize(64), timm.data.transforms.ToTensor()]
+    ),
+    "nn.Sequential": lambda: transforms.Compose(
+        [
+            transforms.PILToTensor(),
+            torch.nn.Sequential(
+                transforms.Resize(64, antialias=True),
+                transforms.CenterCrop(64),
+                transforms.ConvertImageDtype(torch.float32),
+                transforms.Normalize(*HALF),
+            ),
+        ]
+    ),
+}
+
+
+@pytest.mark.parametrize("name", FIXED_PIPELINES)
+def test_fixed_pipelines_are_cacheable(name, pretrained, image_folder):
+    pipeline = FIXED_PIPELINES[name]()
+    tl.features.check_cacheable_transform(pipeline)
+    backbone = tl.feature_extractor(pretrained)
+    key = tl.features.feature_cache_key(
+        backbone, tl.ImageFolder(image_folder, transform=pipeline)
+    )
+    # The key is reproducible: a new copy of the same pipeline gives the same key.
+    again = tl.features.feature_cache_key(
+        backbone, tl.ImageFolder(image_folder, transform=FIXED_PIPELINES[name]())
+    )
+    assert len(key) == 32 and key == again
+
+
+def test_v2_pipeline_extracts_and_caches(pretrained, image_folder, tmp_cache):
+    dataset = tl.ImageFolder(image_folder, transform=v2_pipeline())
+    backbone = tl.feature_extractor(pretrained)
+    kwargs = {"device": "cpu", "progress": False}
+    first, labels = tl.extract_features(backbone, dataset, **kwargs)
+    assert len(list((tmp_cache / "features").glob("*.pt"))) == 1
+    again, labels_again = tl.extract_features(backbone, dataset, **kwargs)
+    assert torch.equal(first, again) and torch.equal(labels, labels_again)
+    assert first.shape == (12, 1280) and labels.tolist() == dataset.targets
+
+
+def test_cache_key_sees_settings_that_repr_hides(pretrained, image_folder):
+    backbone = tl.feature_extractor(pretrained)
+
+    def key(pipeline):
+        dataset = tl.ImageFolder(image_folder, transform=pipeline)
+        return tl.features.feature_cache_key(backbone, dataset)
+
+    # repr(v2.ToDtype(...)) does not show the dtype.
+    assert repr(v2_pipeline(torch.float16)) == repr(v2_pipeline(torch.float32))
+    assert key(v2_pipeline(torch.float16)) != key(v2_pipeline(torch.float32))
+    # repr(CenterCropOrPad(...)) does not show the fill.
+    black, grey = (
+        transforms.Compose(
+            [timm.data.transforms.CenterCropOrPad(64, fill=fill), transforms.ToTensor()]
+        )
+        for fill in (0, 128)
+    )
+    assert repr(black) == repr(grey) and key(black) != key(grey)
+
+
+def test_target_transform_is_refused_for_caching(pretrained, image_folder):
+    dataset = tl.ImageFolder(image_folder, transform=tl.create_transform(image_size=64))
+    dataset.target_transform = lambda label: 1 - label
+    backbone = tl.feature_extractor(pretrained)
+    with pytest.raises(ValueError, match="target_transform.*cache=False"):
+        tl.features.feature_cache_key(
+            backbone, torch.utils.data.Subset(dataset, [0, 1])
+        )

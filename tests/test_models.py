@@ -92,6 +92,34 @@ def _wrapped_url_error():
             return err
 
 
+def _raised_while_handling(network_error):
+    try:
+        raise network_error
+    except OSError:
+        try:
+            raise ValueError("no checkpoint")  # no `from`: only __context__ is set
+        except ValueError as err:
+            return err
+
+
+def _hub_offline_error():
+    # What timm's hf_hub_download raises offline: LocalEntryNotFoundError from the
+    # HTTP client's connect error, itself from socket.gaierror.
+    errors = pytest.importorskip("huggingface_hub.errors")
+    try:
+        try:
+            raise socket.gaierror(-2, "Name or service not known")
+        except socket.gaierror as cause:
+            raise errors.LocalEntryNotFoundError("cannot find the file") from cause
+    except errors.LocalEntryNotFoundError as err:
+        return err
+
+
+def _requests_connection_error():
+    requests = pytest.importorskip("requests")
+    return requests.exceptions.ConnectionError("Max retries exceeded")
+
+
 @pytest.mark.parametrize(
     "error",
     [
@@ -101,10 +129,19 @@ def _wrapped_url_error():
         ),
         ConnectionError("connection refused"),
         socket.gaierror(-2, "Name or service not known"),
-        TimeoutError("timed out"),
+        TimeoutError("timed out"),  # socket.timeout is TimeoutError
         _wrapped_url_error(),
+        _raised_while_handling(socket.gaierror(-3, "Temporary failure")),
     ],
-    ids=["URLError", "HTTPError", "ConnectionError", "gaierror", "timeout", "wrapped"],
+    ids=[
+        "URLError",
+        "HTTPError",
+        "ConnectionError",
+        "gaierror",
+        "timeout",
+        "wrapped",
+        "context",
+    ],
 )
 def test_failed_downloads_name_the_offline_default(error):
     with pytest.raises(RuntimeError, match="seems to be offline") as raised:
@@ -115,13 +152,25 @@ def test_failed_downloads_name_the_offline_default(error):
 
 
 @pytest.mark.parametrize(
+    "make_error",
+    [_hub_offline_error, _requests_connection_error],
+    ids=["HF Hub", "requests"],
+)
+def test_library_download_errors_name_the_offline_default(make_error):
+    with pytest.raises(RuntimeError, match="seems to be offline"):
+        tl.models._download_guard("resnet18.a1_in1k", _raises(make_error()))
+
+
+@pytest.mark.parametrize(
     "error",
     [
         OSError(errno.ENOSPC, "No space left on device"),
         PermissionError(errno.EACCES, "Permission denied"),
         RuntimeError("size mismatch for fc.weight"),
+        FileNotFoundError(errno.ENOENT, "No such file: http_weights.pth"),
+        RuntimeError("invalid load key, '<' (downloaded an HTML page?)"),
     ],
-    ids=["disk full", "permission", "bug"],
+    ids=["disk full", "permission", "bug", "missing file", "corrupt file"],
 )
 def test_other_errors_pass_through_unchanged(error):
     with pytest.raises(type(error)) as raised:
@@ -160,6 +209,41 @@ def test_torchvision_models_get_their_weights_own_preprocessing(name):
     assert resize.interpolation == preset.interpolation
 
 
+@pytest.mark.parametrize(
+    "name", torchvision.models.list_models(module=torchvision.models)
+)
+def test_every_torchvision_resize_is_exact(name):
+    # create_transform resizes to int(crop / crop_pct): rounding must not lose a pixel.
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    preset = weights.transforms()
+    cfg = tl.models.torchvision_config(name)
+    resize, crop = tl.create_transform(cfg).transforms[:2]
+    assert (
+        resize.size == preset.resize_size[0] and crop.size == (preset.crop_size[0],) * 2
+    )
+    assert cfg["weights"] == str(weights) and cfg["architecture"] == name
+    assert cfg["num_classes"] == len(weights.meta["categories"])
+
+
+class _WeightsWithoutPreset:
+    class DEFAULT:
+        transforms = None
+        meta = {"categories": ["a", "b"]}
+
+
+def test_weights_without_a_preset_fall_back_with_a_warning(monkeypatch):
+    monkeypatch.setattr(
+        torchvision.models, "get_model_weights", lambda name: _WeightsWithoutPreset
+    )
+    with pytest.warns(UserWarning, match="classic ImageNet"):
+        cfg = tl.models.torchvision_config("resnet18")
+    assert {
+        k: cfg[k] for k in tl.models.IMAGENET_FALLBACK
+    } == tl.models.IMAGENET_FALLBACK
+    assert tl.create_transform(cfg).transforms[0].size == 256
+    assert cfg["num_classes"] == 2
+
+
 def test_preprocessing_differs_where_the_weights_say_so():
     resnet50 = tl.create_transform(
         tl.data_config(tl.create_model("resnet50", pretrained=False))
@@ -171,9 +255,24 @@ def test_preprocessing_differs_where_the_weights_say_so():
     assert b0.transforms[0].interpolation.value == "bicubic"
 
 
-def test_published_top1_comes_from_the_sources():
-    assert tl.models.published_top1("resnet50") == pytest.approx(80.858)  # V2 weights
-    assert tl.models.published_top1("efficientnet_lite0") == 75.1
+@pytest.mark.parametrize(
+    ("name", "top1"),
+    [
+        ("vgg16", 71.592),
+        ("resnet18", 69.758),
+        ("resnet50", 80.858),  # IMAGENET1K_V2, what weights="DEFAULT" loads
+        ("densenet121", 74.434),
+        ("efficientnet_b0", 77.692),
+        ("efficientnet_lite0", 75.1),  # tensorflow/tpu, efficientnet/lite/README.md
+    ],
+)
+def test_published_top1_comes_from_the_sources(name, top1):
+    assert tl.models.published_top1(name) == pytest.approx(top1)
+
+
+def test_resnet50_default_weights_are_v2():
+    weights = torchvision.models.ResNet50_Weights
+    assert weights.DEFAULT is weights.IMAGENET1K_V2
 
 
 @pytest.mark.parametrize(
@@ -200,6 +299,31 @@ def test_replace_head_of_torchvision_models(name, where):
     assert all(torch.equal(v, body_after[k]) for k, v in body_before.items())
     if name != "vgg16":  # VGG16 at 224 px is slow; the head check above is enough
         assert model.eval()(torch.randn(1, 3, 64, 64)).shape == (1, 7)
+
+
+@pytest.mark.parametrize(
+    ("name", "where"),
+    [
+        ("resnet18", lambda m: (m, "fc")),
+        ("densenet121", lambda m: (m, "classifier")),
+        ("vgg16", lambda m: (m.classifier, 6)),
+        ("efficientnet_b0", lambda m: (m.classifier, 1)),
+        ("vit_b_16", lambda m: (m.heads, 0)),
+        ("swin_t", lambda m: (m, "head")),
+    ],
+)
+def test_head_location_is_public(name, where):
+    model = torchvision.models.get_model(name, weights=None)
+    parent, attr = tl.models.head_location(model)
+    assert parent is where(model)[0] and attr == where(model)[1]
+    assert "head_location" in tl.models.__all__
+    assert not hasattr(tl.models, "_head_location")  # one locator, no private twin
+
+
+def test_head_location_without_a_linear_head_is_a_clear_error():
+    model = torchvision.models.get_model("squeezenet1_1", weights=None)
+    with pytest.raises(TypeError, match="Replace it by hand"):
+        tl.models.head_location(model)
 
 
 def test_replace_head_of_timm_model_with_custom_head(pretrained):

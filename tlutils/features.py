@@ -79,46 +79,57 @@ def _deterministic_steps() -> tuple[type, ...]:
     names = ["Resize", "CenterCrop", "ToTensor", "PILToTensor", "ConvertImageDtype"]
     names += ["Normalize", "Grayscale", "Pad", "ToImage", "ToDtype", "ToPureTensor"]
     steps = [getattr(m, n) for m in (t, v2) for n in names if hasattr(m, n)]
-    steps += [
-        _presets.ImageClassification,
-        timm_t.MaybeToTensor,
-        timm_t.CenterCropOrPad,
-    ]
-    steps += [timm_t.ToTensor, timm_t.ToNumpy, timm_t.MaybePILToTensor]
+    steps.append(_presets.ImageClassification)  # what weights.transforms() returns
+    # timm's evaluation steps (create_transform(is_training=False), any crop_mode).
+    timm_names = ["MaybeToTensor", "MaybePILToTensor", "ToTensor", "ToNumpy"]
+    timm_names += ["CenterCropOrPad", "TrimBorder"]
+    steps += [getattr(timm_t, n) for n in timm_names if hasattr(timm_t, n)]
     return tuple(step for step in steps if isinstance(step, type))
 
 
-def _steps_of(transform) -> list:
-    """The steps of a (nested) Compose, or the transform itself."""
+def _is_fixed_resize_keep_ratio(step: object) -> bool:
+    """timm's ResizeKeepRatio, unless set to scale, stretch or interpolate at random."""
+    from timm.data import transforms as timm_t
+
+    return (
+        type(step) is timm_t.ResizeKeepRatio
+        and not step.random_scale_prob
+        and not step.random_aspect_prob
+        and not isinstance(step.interpolation, (tuple, list))  # interpolation="random"
+    )
+
+
+def _steps_of(transform: object) -> list:
+    """The steps of a (nested) Compose or ``nn.Sequential``, or the transform itself."""
     from torchvision import transforms as t
     from torchvision.transforms import v2
 
     if type(transform) in (t.Compose, v2.Compose):
-        return [step for inner in transform.transforms for step in _steps_of(inner)]
-    return [transform]
+        inner = list(transform.transforms)
+    elif type(transform) is nn.Sequential:
+        inner = list(transform)
+    else:
+        return [transform]
+    return [step for each in inner for step in _steps_of(each)]
 
 
-def check_cacheable_transform(transform) -> None:
+def check_cacheable_transform(transform: object) -> None:
     """Refuse to cache features of a transform that is not made of fixed steps (chapter 2).
 
     A frozen backbone's features can be computed once only if the images are prepared
     the same way every time. Random steps (``RandomResizedCrop``, ``ColorJitter``,
     ``RandAugment``, ``GaussianBlur``...) change them every epoch, and a step we do not
     know (a ``Lambda``, your own class, a subclass) might, so each of those raises a
-    ``ValueError`` that names it. Known fixed steps match by exact type, not by name.
+    ``ValueError`` that names it. Known fixed steps (``Resize``, ``CenterCrop``,
+    ``ToTensor``, ``Normalize``..., a weights' ``transforms()``, timm's evaluation
+    steps) match by exact type, not by name; ``Compose`` and ``nn.Sequential`` are
+    looked into. ``None`` (no transform) is fine.
     """
-    from timm.data import transforms as timm_t
-
     if transform is None:
         return
     allowed = _deterministic_steps()
     for step in _steps_of(transform):
-        if type(step) in allowed:
-            continue
-        fixed_resize = type(step) is timm_t.ResizeKeepRatio and not (
-            step.random_scale_prob or step.random_aspect_prob
-        )
-        if fixed_resize:
+        if type(step) in allowed or _is_fixed_resize_keep_ratio(step):
             continue
         raise ValueError(
             f"The dataset's transform contains {type(step).__name__}, which is not a known "
@@ -129,11 +140,44 @@ def check_cacheable_transform(transform) -> None:
         )
 
 
+def _plain(value: object) -> object:
+    """A setting as plain Python, so that its repr shows all of it (tensors in full)."""
+    return value.tolist() if isinstance(value, torch.Tensor) else value
+
+
+def _describe_transform(transform: object) -> str:
+    """Each step's class and all its settings, also those that its ``repr`` leaves out.
+
+    ``repr(v2.ToDtype(torch.float16))`` does not show the dtype, nor timm's
+    ``CenterCropOrPad`` its fill, and timm's ``ToTensor`` shows a memory address.
+    """
+    if transform is None:
+        return "None"
+    lines = []
+    for step in _steps_of(transform):
+        settings = {
+            name: _plain(value)
+            for name, value in sorted(vars(step).items())
+            if not name.startswith("_") and name != "training"
+        }
+        lines.append(f"{type(step).__module__}.{type(step).__qualname__}{settings}")
+    return "\n".join(lines)
+
+
+def _target_transform(dataset: Dataset) -> object:
+    """The ``target_transform`` of an ImageFolder or a (nested) Subset of one."""
+    if isinstance(dataset, Subset):
+        return _target_transform(dataset.dataset)
+    return getattr(dataset, "target_transform", None)
+
+
 def feature_cache_key(backbone: nn.Module, dataset: Dataset, extra: str = "") -> str:
     """A cache key that changes with the weights, structure, files, labels or preprocessing (chapter 2).
 
     A wrapper whose behaviour depends on a setting that its ``repr`` does not show (say, which
-    stage to return) must pass that setting as ``extra``.
+    stage to return) must pass that setting as ``extra``. A transform with random or
+    unknown steps raises ``ValueError`` (:func:`check_cacheable_transform`), and so
+    does a ``target_transform``: the cached labels would not follow a change to it.
     """
     digest = hashlib.sha256()
     digest.update(type(backbone).__name__.encode())
@@ -145,7 +189,13 @@ def feature_cache_key(backbone: nn.Module, dataset: Dataset, extra: str = "") ->
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     samples, transform = _samples(dataset)
     check_cacheable_transform(transform)
-    digest.update(repr(transform).encode())
+    if _target_transform(dataset) is not None:
+        raise ValueError(
+            "The dataset has a target_transform, which the feature cache cannot see "
+            "into: change it and stale labels would be reused. Remove it (map the "
+            "labels after extracting), or pass cache=False to extract without a cache."
+        )
+    digest.update(_describe_transform(transform).encode())
     for path, label in samples:
         stat = os.stat(path)
         digest.update(f"{path}|{label}|{stat.st_size}|{stat.st_mtime_ns}".encode())

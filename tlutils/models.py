@@ -11,7 +11,9 @@ readers in Colab have and offline machines do not.
 
 from __future__ import annotations
 
+import importlib
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -31,6 +33,7 @@ __all__ = [
     "head_location",
     "published_top1",
     "torchvision_config",
+    "IMAGENET_FALLBACK",
     "LITE0_PUBLISHED_TOP1",
     "freeze",
     "unfreeze",
@@ -144,26 +147,62 @@ def create_model(
     return model
 
 
+IMAGENET_FALLBACK: dict[str, Any] = {
+    "input_size": (3, 224, 224),
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+    "interpolation": "bilinear",
+    "crop_pct": 224 / 256,
+}
+"""torchvision's classic ImageNet preprocessing, a fallback (chapter 1)."""
+
+
 def torchvision_config(name: str) -> dict[str, Any]:
     """The preprocessing of a torchvision model's DEFAULT weights, read from the weights (chapter 1).
 
     ``weights.transforms()`` is code that ships with torchvision, so this works offline and
     for ``pretrained=False`` too. ``resnet50``'s V2 weights want a resize to 232 px,
     ``efficientnet_b0``'s bicubic interpolation: one literal config would be wrong.
+    Weights without an ``ImageClassification`` preset get :data:`IMAGENET_FALLBACK`,
+    with a warning.
     """
     weights = torchvision.models.get_model_weights(name).DEFAULT
-    preset = weights.transforms()
-    crop, resize = preset.crop_size[0], preset.resize_size[0]
-    return {
-        "input_size": (3, crop, crop),
-        "mean": tuple(preset.mean),
-        "std": tuple(preset.std),
-        "interpolation": preset.interpolation.value,
-        "crop_pct": crop / resize,
-        "num_classes": len(weights.meta["categories"]),
-        "architecture": name,
-        "weights": str(weights),
-    }
+    preset = _classification_preset(weights)
+    if preset is None:
+        warnings.warn(
+            f"The DEFAULT weights of {name!r} ({weights}) do not describe an image "
+            "classification preprocessing; using torchvision's classic ImageNet one "
+            "(resize 256, crop 224, bilinear). Check it against the weights' "
+            "documentation.",
+            stacklevel=2,
+        )
+        cfg = dict(IMAGENET_FALLBACK)
+    else:
+        crop, resize = preset.crop_size[0], preset.resize_size[0]
+        cfg = {
+            "input_size": (3, crop, crop),
+            "mean": tuple(preset.mean),
+            "std": tuple(preset.std),
+            "interpolation": preset.interpolation.value,
+            # create_transform resizes to int(crop / crop_pct): exact for every
+            # torchvision classification weight (the tests check all of them).
+            "crop_pct": crop / resize,
+        }
+    categories = weights.meta.get("categories") or []
+    cfg.update(num_classes=len(categories), architecture=name, weights=str(weights))
+    return cfg
+
+
+def _classification_preset(weights: Any) -> Any | None:
+    """``weights.transforms()`` if it is an ImageClassification preset, else None."""
+    try:
+        preset = weights.transforms()
+    except (AttributeError, TypeError):  # no transforms, or a preset needing arguments
+        return None
+    needed = ("crop_size", "resize_size", "mean", "std", "interpolation")
+    if not all(getattr(preset, key, None) is not None for key in needed):
+        return None
+    return preset
 
 
 def published_top1(name: str) -> float:
@@ -179,31 +218,48 @@ def published_top1(name: str) -> float:
     return float(weights.meta["_metrics"]["ImageNet-1K"]["acc@1"])
 
 
-def _is_download_error(err: BaseException) -> bool:
-    """Is ``err``, or an error it was raised from, a failed network request?"""
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions a failed weight download raises (torch.hub, the HF Hub)."""
     import http.client
     import socket
     import urllib.error
 
-    kinds: list[type] = [urllib.error.URLError, ConnectionError, socket.gaierror]
-    kinds += [TimeoutError, http.client.HTTPException]
-    try:
-        import requests
+    # torch.hub (torchvision and timm's URL weights) uses urllib; URLError covers
+    # HTTPError, ConnectionError the refused/reset connections and the HF Hub's
+    # OfflineModeIsEnabled; socket.timeout is TimeoutError.
+    kinds: list[type[BaseException]] = [urllib.error.URLError, ConnectionError]
+    kinds += [socket.gaierror, TimeoutError, http.client.HTTPException]
+    try:  # timm's hf_hub_download: unreachable Hub and no cached copy
+        from huggingface_hub.errors import LocalEntryNotFoundError
 
-        kinds.append(requests.exceptions.ConnectionError)
-        kinds.append(requests.exceptions.Timeout)
-    except ImportError:  # pragma: no cover - requests comes with huggingface_hub
+        kinds.append(LocalEntryNotFoundError)
+    except ImportError:  # pragma: no cover - timm works without huggingface_hub
         pass
-    try:
-        from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+    # The HTTP client under huggingface_hub: requests (< 1.0), httpx or httpx2 (>= 1.0).
+    for module, names in [
+        ("requests.exceptions", ("ConnectionError", "Timeout")),
+        ("httpx", ("TransportError",)),
+        ("httpx2", ("TransportError",)),
+    ]:
+        try:
+            found = importlib.import_module(module)
+        except ImportError:
+            continue
+        kinds += [getattr(found, name) for name in names if hasattr(found, name)]
+    return tuple(kinds)
 
-        kinds += [LocalEntryNotFoundError, OfflineModeIsEnabled]
-    except ImportError:  # pragma: no cover - older huggingface_hub
-        pass
-    seen = set()
+
+def _is_download_error(err: BaseException | None) -> bool:
+    """Is ``err``, or an error it was raised from, a failed network request?
+
+    Libraries wrap network errors (the HF Hub in ``LocalEntryNotFoundError``, others in
+    a ``RuntimeError``), so the ``__cause__``/``__context__`` chain is walked.
+    """
+    kinds = _network_errors()
+    seen: set[int] = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
-        if isinstance(err, tuple(kinds)):
+        if isinstance(err, kinds):
             return True
         err = err.__cause__ or err.__context__
     return False
@@ -256,23 +312,30 @@ def get_head(model: nn.Module) -> nn.Module:
     return parent[attr] if isinstance(parent, nn.Sequential) else getattr(parent, attr)
 
 
-def head_location(model: nn.Module) -> tuple[nn.Module, Any]:
-    """Where the last linear layer of a torchvision classifier sits: (parent, name or index) (chapter 2)."""
-    if isinstance(getattr(model, "fc", None), nn.Linear):  # ResNet, GoogLeNet, RegNet
-        return model, "fc"
-    head = getattr(model, "classifier", None) or getattr(model, "heads", None)
-    if isinstance(head, nn.Linear):  # DenseNet
-        return model, "classifier"
-    if isinstance(
-        head, nn.Sequential
-    ):  # VGG classifier[6], EfficientNet/MobileNet classifier[-1], ViT heads
-        for index in reversed(range(len(head))):
-            if isinstance(head[index], nn.Linear):
-                return head, index
+def head_location(model: nn.Module) -> tuple[nn.Module, str | int]:
+    """Where the last linear layer of a torchvision classifier sits (chapter 2).
+
+    Returns ``(parent, name)`` for a layer that is an attribute (ResNet's ``fc``,
+    DenseNet's ``classifier``, Swin's ``head``) or ``(sequential, index)`` for one
+    inside an ``nn.Sequential`` (VGG's ``classifier[6]``, EfficientNet's and
+    MobileNet's ``classifier[-1]``, ViT's ``heads``). :func:`get_head`,
+    :func:`replace_head` and :func:`tlutils.features.feature_extractor` use it.
+    """
+    for name in ("fc", "classifier", "head", "heads"):
+        head = getattr(model, name, None)
+        if isinstance(head, nn.Linear):  # ResNet, RegNet, DenseNet, Swin
+            return model, name
+        if isinstance(head, nn.Sequential):  # VGG, EfficientNet, MobileNet, ViT
+            for index in reversed(range(len(head))):
+                if isinstance(head[index], nn.Linear):
+                    return head, index
     raise TypeError(
         f"Don't know where the classifier of {type(model).__name__} is. Replace it by hand: "
         "find the last nn.Linear with print(model) and assign a new layer to it."
     )
+
+
+"""Old private name, kept until every module imports :func:`head_location`."""
 
 
 def replace_head(
