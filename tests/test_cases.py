@@ -1,4 +1,4 @@
-"""Tests for tlutils.cases (chapter 3): the four-case rule and the model of every strategy."""
+"""Tests for tlutils.cases (chapter 3): the four-case rule, a model per strategy."""
 
 from __future__ import annotations
 
@@ -102,6 +102,20 @@ def test_create_strategy_model_strategies(lite0_pretrained: torch.nn.Module) -> 
     )  # the model passed in is copied, not changed
 
 
+@pytest.mark.parametrize(("cut_stage", "channels"), [(0, 32), (1, 16), (8, 1280)])
+def test_cut_probe_at_the_ends_of_the_numbering(
+    lite0_pretrained: torch.nn.Module, cut_stage: int, channels: int
+) -> None:
+    cut = cases.create_strategy_model(
+        "cut_probe", 3, cut_stage=cut_stage, model=lite0_pretrained
+    )
+    assert _trainable(cut) == channels * 3 + 3
+    assert cut.head.in_features == tl.stages.stage_channels(lite0_pretrained)[cut_stage]
+    body = tl.stages.body_to_stage(lite0_pretrained, cut_stage)
+    assert len(cut.body) == len(body)
+    assert cut.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 3)
+
+
 def test_cut_probe_logits_come_from_the_stage_features(
     lite0_pretrained: torch.nn.Module,
 ) -> None:
@@ -117,12 +131,26 @@ def test_cut_probe_logits_come_from_the_stage_features(
 def test_create_strategy_model_errors(lite0_pretrained: torch.nn.Module) -> None:
     with pytest.raises(ValueError, match="Unknown strategy"):
         cases.create_strategy_model("freeze_half", 5, model=lite0_pretrained)
+    with pytest.raises(ValueError, match="Unknown strategy"):  # the old name
+        cases.create_strategy_model("finetune", 5, model=lite0_pretrained)
     with pytest.raises(ValueError, match="num_classes"):
         cases.create_strategy_model("fine_tune", 1, model=lite0_pretrained)
     with pytest.raises(ValueError, match="stage is an integer from 0 to 8"):
         cases.create_strategy_model(
             "cut_probe", 5, cut_stage=12, model=lite0_pretrained
         )
+    with pytest.raises(TypeError, match="EfficientNet-Lite0"):
+        cases.create_strategy_model("linear_probe", 5, model=torch.nn.Linear(3, 3))
+
+
+def test_every_recommended_strategy_has_a_model() -> None:
+    assert cases.STRATEGIES == ("linear_probe", "cut_probe", "fine_tune", "scratch")
+    recommended = {
+        cases.recommend_case(n, similar).strategy
+        for n in (10, 1000)
+        for similar in (True, False)
+    }
+    assert recommended <= set(cases.STRATEGIES)
 
 
 def test_decision_guide_figure() -> None:

@@ -1,4 +1,6 @@
-"""Tests for tlutils.finetune (chapter 4): discriminative learning rates and the two phases."""
+"""Tests for tlutils.finetune (chapter 4): discriminative rates and the two phases."""
+
+import copy
 
 import pytest
 import timm
@@ -28,6 +30,21 @@ class Tiny(nn.Module):
         return self.classifier(self.pool(self.stage(self.stem(x))))
 
 
+class Tower(nn.Module):
+    """Three stages with parameters (a, b, c), a pooling stage and a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+        self.b = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+        self.c = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU())
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.classifier = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.c(self.b(self.a(x)))))
+
+
 def toy_loaders(n: int = 64, seed: int = 0) -> tuple[DataLoader, DataLoader]:
     """Two classes of 8x8 images that differ in brightness: easy to learn."""
     g = torch.Generator().manual_seed(seed)
@@ -39,9 +56,23 @@ def toy_loaders(n: int = 64, seed: int = 0) -> tuple[DataLoader, DataLoader]:
     )
 
 
+def swapped(loader: DataLoader) -> DataLoader:
+    """The same images with labels 0 and 1 swapped: training on them hurts."""
+    x, y = loader.dataset.tensors
+    g = torch.Generator().manual_seed(0)
+    return DataLoader(TensorDataset(x, 1 - y), batch_size=16, shuffle=True, generator=g)
+
+
 @pytest.fixture(scope="module")
 def lite0_random() -> nn.Module:
+    """timm's architecture, random weights, 3 classes (tests must not change it)."""
     return timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=3)
+
+
+def test_stages_of_a_generic_model():
+    model = Tiny()
+    assert tl.stages.stage_modules(model) == [["stem"], ["stage"], ["pool"]]
+    assert tl.stages.head_modules(model) == ["classifier"]
 
 
 def test_param_groups_decay_by_stage(lite0_random):
@@ -54,15 +85,27 @@ def test_param_groups_decay_by_stage(lite0_random):
         assert lower == pytest.approx(upper * 0.5)
     ids = [id(p) for g in groups for p in g["params"]]
     assert len(ids) == len(set(ids)) == len(list(lite0_random.parameters()))
+    assert lrs[0] == pytest.approx(1e-3 * 0.5**9)  # stage 0, nine groups below the head
+    owner = {id(p): n for n, p in lite0_random.named_parameters()}
+
+    def prefixes(group):
+        return {owner[id(p)].split(".")[0] for p in group["params"]}
+
+    assert prefixes(groups[0]) == {"conv_stem", "bn1"}
+    assert prefixes(groups[8]) == {"conv_head", "bn2"}
+    assert prefixes(groups[9]) == {"classifier"}
+    for k in range(1, 8):
+        names = {owner[id(p)] for p in groups[k]["params"]}
+        assert all(n.startswith(f"blocks.{k - 1}.") for n in names)
+    same = ft.param_groups(lite0_random, lr=1e-3, weight_decay=0.01)
+    assert {g["lr"] for g in same} == {1e-3}  # decay=1: one rate for all
+    assert {g["weight_decay"] for g in same} == {0.01}
 
 
 def test_param_groups_of_a_generic_model_and_errors():
     groups = ft.param_groups(tl.freeze(Tiny()), 1e-3, decay=0.1)
-    assert [g["name"] for g in groups] == [
-        "stage 0",
-        "stage 1",
-        "head",
-    ]  # frozen ones too
+    names = [g["name"] for g in groups]
+    assert names == ["stage 0", "stage 1", "head"]  # frozen ones too, pool has none
     assert groups[0]["lr"] == pytest.approx(1e-5)
     with pytest.raises(ValueError, match="decay"):
         ft.param_groups(Tiny(), 1e-3, decay=0)
@@ -72,10 +115,22 @@ def test_param_groups_of_a_generic_model_and_errors():
 
 def test_param_groups_of_a_torchvision_resnet():
     model = tl.create_model("resnet18", pretrained=False)
+    children = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3"]
+    children += ["layer4", "avgpool"]
+    assert tl.stages.stage_modules(model) == [[c] for c in children]
+    assert tl.stages.head_modules(model) == ["fc"]
     groups = ft.param_groups(model, 1e-2, decay=0.1)
     assert groups[-1]["name"] == "head" and groups[-1]["params"][0] is model.fc.weight
-    assert [g["name"] for g in groups][:2] == ["stage 0", "stage 1"]  # conv1, bn1
+    # relu, maxpool (stages 2, 3) and avgpool (8) have no parameters, hence no group
+    names = ["stage 0", "stage 1", "stage 4", "stage 5", "stage 6", "stage 7", "head"]
+    assert [g["name"] for g in groups] == names
     assert groups[0]["lr"] == pytest.approx(1e-2 * 0.1**6)
+
+
+def test_param_groups_of_a_model_whose_head_is_inside_a_sequential():
+    model = tl.create_model("mobilenet_v3_small", pretrained=False)
+    groups = ft.param_groups(model, 1e-3)
+    assert groups[-1]["name"] == "head"
 
 
 def test_warm_up_trains_only_the_head():
@@ -129,6 +184,65 @@ def test_fine_tune_gradual_unfreezing_from_the_top():
     )
     # after epoch 0 the next stage is already unfrozen for epoch 1
     assert trainable[0] == ["classifier", "stage", "stem"]
+    assert len(trainable) == 3  # the user's hook runs once per epoch
+
+
+def changed_per_epoch(model, **fine_tune_kwargs):
+    """The top-level modules whose parameters changed in each epoch of fine_tune."""
+    train, val = toy_loaders()
+    changed, trainable = [], []
+    last = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def record(epoch, m):
+        now = dict(m.named_parameters())
+        moved = {n.split(".")[0] for n in now if not torch.equal(now[n], last[n])}
+        changed.append(sorted(moved))
+        trainable.append(
+            sorted({n.split(".")[0] for n, p in now.items() if p.requires_grad})
+        )
+        last.update({n: p.detach().clone() for n, p in now.items()})
+
+    ft.fine_tune(
+        model,
+        train,
+        val,
+        on_epoch_end=record,
+        device="cpu",
+        progress=False,
+        **fine_tune_kwargs,
+    )
+    return changed, trainable
+
+
+def test_gradual_unfreezing_trains_one_more_stage_per_epoch_from_the_top():
+    torch.manual_seed(0)
+    changed, trainable = changed_per_epoch(Tower(), epochs=4, lr=1e-2, gradual=True)
+    assert changed == [
+        ["c", "classifier"],  # epoch 0: the head and the highest stage
+        ["b", "c", "classifier"],
+        ["a", "b", "c", "classifier"],
+        ["a", "b", "c", "classifier"],
+    ]
+    # In the hook the next epoch's stage is already unfrozen.
+    assert trainable[:2] == [["b", "c", "classifier"], ["a", "b", "c", "classifier"]]
+
+
+def test_gradual_unfreezing_of_chosen_stages_skips_the_others():
+    torch.manual_seed(0)
+    changed, _ = changed_per_epoch(
+        Tower(), epochs=3, lr=1e-2, stages=[0, 2], gradual=True
+    )
+    assert changed == [
+        ["c", "classifier"],
+        ["a", "c", "classifier"],  # stage b (1) was not chosen: a (0) is next
+        ["a", "c", "classifier"],
+    ]
+
+
+def test_without_gradual_every_chosen_stage_trains_from_the_first_epoch():
+    torch.manual_seed(0)
+    changed, _ = changed_per_epoch(Tower(), epochs=1, lr=1e-2)
+    assert changed == [["a", "b", "c", "classifier"]]
 
 
 def test_fine_tune_trains_the_given_stages_with_fixed_batchnorm_statistics():
@@ -144,6 +258,7 @@ def test_fine_tune_trains_the_given_stages_with_fixed_batchnorm_statistics():
     assert torch.equal(model.stem[0].weight, stem_before)
     assert not torch.equal(model.stage[0].weight, stage_before)
     assert torch.equal(model.stage[1].running_var, stats_before)  # the default: fixed
+    stem_stats = model.stem[1].running_var.clone()
     ft.fine_tune(
         model,
         train,
@@ -156,8 +271,39 @@ def test_fine_tune_trains_the_given_stages_with_fixed_batchnorm_statistics():
         progress=False,
     )
     assert not torch.equal(model.stage[1].running_var, stats_before)
+    assert torch.equal(model.stem[1].running_var, stem_stats)  # frozen stage 0 keeps
+    ft.fine_tune(
+        model,
+        train,
+        val,
+        epochs=1,
+        lr=1e-2,
+        stages=[1],
+        bn_stats="update_all",
+        device="cpu",
+        progress=False,
+    )
+    assert not torch.equal(model.stem[1].running_var, stem_stats)  # even frozen
+    with pytest.raises(ValueError, match="bn_stats"):
+        ft.fine_tune(model, train, val, bn_stats="all", device="cpu")
     with pytest.raises(ValueError, match="No trainable stage"):
         ft.fine_tune(model, train, val, stages=[9])
+    with pytest.raises(ValueError, match="No trainable stage"):
+        ft.fine_tune(model, train, val, stages=[2])  # pool: nothing to train
+
+
+def test_fine_tune_defaults_to_fixed_batchnorm_statistics():
+    torch.manual_seed(0)
+    model = Tiny()
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k}
+    stem_before = model.stem[0].weight.clone()
+    train, val = toy_loaders()
+    ft.fine_tune(model, train, val, epochs=1, device="cpu", progress=False)
+    assert not torch.equal(model.stem[0].weight, stem_before)  # it did train...
+    assert all(p.requires_grad for p in model.parameters())  # ...every stage
+    after = model.state_dict()
+    for name, before in stats.items():  # ...but no BatchNorm statistics moved
+        assert torch.equal(after[name], before), name
 
 
 def test_fine_tune_keeps_the_best_checkpoint_and_stops_early():
@@ -165,13 +311,15 @@ def test_fine_tune_keeps_the_best_checkpoint_and_stops_early():
     model = Tiny()
     train, val = toy_loaders()
     ft.warm_up(model, train, val, epochs=3, lr=0.05, device="cpu", progress=False)
-    # A far too large learning rate makes validation worse: patience runs out, the best comes back.
+    # SGD on swapped labels makes validation worse every epoch (an absurd learning
+    # rate on the right labels does not: the loss stays 0.0): patience runs out and
+    # the best weights come back (keep_best is fine_tune's default).
     history = ft.fine_tune(
         model,
-        train,
+        swapped(train),
         val,
         epochs=8,
-        lr=5.0,
+        lr=0.05,
         opt="sgd",
         patience=2,
         device="cpu",
@@ -181,8 +329,30 @@ def test_fine_tune_keeps_the_best_checkpoint_and_stops_early():
     assert history.best_epoch == min(
         range(len(history.val_loss)), key=history.val_loss.__getitem__
     )
+    assert len(history.val_loss) == history.best_epoch + 2 + 1
+    assert history.val_loss[-1] > min(history.val_loss)
     loss, _ = tl.evaluate(model, val, device=torch.device("cpu"))
     assert loss == pytest.approx(min(history.val_loss), rel=1e-4, abs=1e-5)
+
+
+def test_fine_tune_without_keep_best_keeps_the_last_weights():
+    torch.manual_seed(0)
+    model = Tiny()
+    train, val = toy_loaders()
+    history = ft.fine_tune(
+        model,
+        swapped(train),
+        val,
+        epochs=3,
+        lr=0.05,
+        opt="sgd",
+        keep_best=False,
+        device="cpu",
+        progress=False,
+    )
+    assert history.val_loss[-1] > min(history.val_loss)
+    loss, _ = tl.evaluate(model, val, device="cpu")
+    assert loss == pytest.approx(history.val_loss[-1], rel=1e-4, abs=1e-5)
 
 
 def test_warm_up_then_fine_tune_joins_the_phases():
@@ -199,8 +369,32 @@ def test_warm_up_then_fine_tune_joins_the_phases():
     assert history.val_acc[-1] > 0.8
 
 
+def test_warm_up_then_fine_tune_passes_options_to_fine_tune():
+    torch.manual_seed(0)
+    model = Tiny()
+    stem_before = model.stem[0].weight.clone()
+    train, val = toy_loaders()
+    history = ft.warm_up_then_fine_tune(
+        model,
+        train,
+        val,
+        warm_up_epochs=1,
+        fine_tune_epochs=2,
+        stages=[1],
+        bn_stats="update_unfrozen",
+        device="cpu",
+        progress=False,
+    )
+    assert history.phase_starts == [0, 1] and len(history.val_loss) == 3
+    assert torch.equal(model.stem[0].weight, stem_before)  # stage 0 stayed frozen
+    assert (
+        not model.stem[0].weight.requires_grad and model.stage[0].weight.requires_grad
+    )
+
+
 def test_fine_tune_on_a_split_lite0_trains_only_the_top(lite0_random):
-    bottom, top = tl.stages.split_at_stage(lite0_random, 6)
+    # split_at_stage freezes the bottom, which shares weights: cut a copy.
+    bottom, top = tl.stages.split_at_stage(copy.deepcopy(lite0_random), 6)
     x = torch.randn(16, 3, 32, 32)
     with torch.no_grad():
         cached = bottom(x)

@@ -44,6 +44,19 @@ def test_plot_feature_maps_picks_most_active_channels():
         layers.plot_feature_maps({"bad": torch.zeros(4, 4)})
 
 
+def test_plot_feature_maps_of_stage_outputs(lite0_random):
+    # The maps come from tl.stages.stage_outputs now (it left tlutils.layers).
+    stages = [1, 4, 8]
+    maps = tl.stages.stage_outputs(lite0_random, torch.randn(1, 3, 32, 32), stages)
+    fig = layers.plot_feature_maps(
+        {tl.stages.STAGE_NAMES[s]: m for s, m in zip(stages, maps, strict=True)}, n=3
+    )
+    assert sum(1 for ax in fig.axes if ax.images) == 3 * 3
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert labels[0].startswith("stage 1") and "(16, 16, 16)" in labels[0]
+    assert labels[2].startswith("head conv") and "(1280, 1, 1)" in labels[2]
+
+
 def test_embed_2d_separates_two_blobs():
     rng = np.random.default_rng(0)
     a = rng.normal(0, 1, (20, 50))

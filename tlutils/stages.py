@@ -93,8 +93,22 @@ def stage_modules(model: nn.Module) -> list[list[str]]:
     if _is_efficientnet(model):
         blocks = [[f"blocks.{i}"] for i in range(len(model.blocks))]
         return [["conv_stem", "bn1"], *blocks, ["conv_head", "bn2"]]
-    head = head_modules(model)[0].split(".")[0]
-    return [[name] for name, _ in model.named_children() if name != head]
+    head = head_modules(model)[0]
+    parent = head.split(".")[0]
+    numbered = [[name] for name, _ in model.named_children() if name != parent]
+    if (
+        parent != head
+    ):  # the head sits in a block, e.g. VGG's classifier.6: the rest is a stage
+        block = dict(model.named_children())[parent]
+        rest = [
+            f"{parent}.{n}"
+            for n, m in block.named_children()
+            if f"{parent}.{n}" != head
+        ]
+        numbered.append(
+            [n for n in rest if any(True for _ in model.get_submodule(n).parameters())]
+        )
+    return [mods for mods in numbered if mods]
 
 
 def stage_channels(model: nn.Module) -> list[int]:

@@ -125,8 +125,10 @@ class History:
         offset = len(self.train_loss)
         for name in _SERIES:
             getattr(self, name).extend(getattr(other, name))
-        if offset:
-            self.phase_starts.extend(offset + s for s in other.phase_starts)
+        own = (
+            self.phase_starts if offset else []
+        )  # an empty history takes the other's phases
+        self.phase_starts = [*own, *(offset + s for s in other.phase_starts)]
         if other.best_epoch is not None:
             self.best_epoch = offset + other.best_epoch
         self.stopped_early = other.stopped_early
@@ -318,7 +320,10 @@ def fit(
         )
         if on_epoch_end is not None:
             on_epoch_end(epoch, model)
-        if patience is not None and epoch - history.best_epoch >= patience:
+        best = (
+            history.best_epoch if history.best_epoch is not None else -1
+        )  # NaN losses
+        if patience is not None and epoch - best >= patience:
             history.stopped_early = True
             break
     if best_state is not None:
