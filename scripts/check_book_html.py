@@ -10,7 +10,12 @@ chromedriver, and fails (exit 1) on:
 * internal links to pages or files that do not exist, or to ``#anchors`` that the target page
   does not define (links are taken from the rendered DOM, so links added by scripts count too);
 * JavaScript errors: SEVERE entries of the browser log (uncaught exceptions, ``console.error``,
-  local resources that failed to load).
+  local resources that failed to load);
+* code that scrolls sideways: any ``<pre>`` block (code, or a notebook cell's printed output)
+  whose content is wider than the block at a normal desktop window (1280 px), so that a reader
+  would have to scroll to see the end of a line.
+
+``--screenshots DIR`` also saves a full-page screenshot of every page (for a human read).
 
 Resources from other hosts (CDNs: MathJax, thebe, badges) cannot load offline: their failures are
 listed as warnings and do not fail the check. By default the browser resolves no host name at all
@@ -321,6 +326,14 @@ for (const img of document.images) { if (img.loading === 'lazy') img.loading = '
 return Array.from(document.images).map(i => [i.currentSrc || i.src, i.complete, i.naturalWidth]);
 """
 _LINKS_JS = "return Array.from(document.querySelectorAll('a[href]')).map(a => a.getAttribute('href'));"
+# Every <pre> whose content is wider than its box: [kind, content width, box width, longest line].
+_OVERFLOW_JS = """
+return Array.from(document.querySelectorAll('pre'))
+  .filter(p => p.offsetParent !== null && p.scrollWidth > p.clientWidth + 1)
+  .map(p => [p.closest('.cell_output, .output') ? 'printed output' : 'code block',
+             p.scrollWidth, p.clientWidth,
+             p.textContent.split('\\n').reduce((a, l) => l.length > a.length ? l : a, '')]);
+"""
 
 
 def _wait(driver, condition_js: str, timeout: float) -> bool:
@@ -339,8 +352,9 @@ def browser_check_page(
     page: str,
     visited: set[str] | frozenset[str] = frozenset(),
     settle: float = 0.3,
+    screenshots: Path | None = None,
 ) -> PageResult:
-    """Open ``page`` in the browser and check its images, links and browser log.
+    """Open ``page`` in the browser and check its images, links, code widths and browser log.
 
     A page that redirects to one of ``visited`` (the pages checked in this run) is not checked again.
     """
@@ -387,6 +401,16 @@ def browser_check_page(
             )
             broken.add(src)
 
+    for kind, content, box, line in driver.execute_script(_OVERFLOW_JS):
+        r.errors.append(
+            f"{kind} scrolls sideways ({content} px of text in a {box} px box): "
+            f"{line.strip()[:100]!r}"
+        )
+    if screenshots is not None:
+        save_full_screenshot(
+            driver, screenshots / (shown_page.replace("/", "_") + ".png")
+        )
+
     hrefs = list(dict.fromkeys(driver.execute_script(_LINKS_JS)))
     r.links = len(hrefs)
     for href in hrefs:
@@ -408,12 +432,22 @@ def browser_check_page(
     return r
 
 
+def save_full_screenshot(driver, path: Path, width: int = 1280) -> None:
+    """A screenshot of the whole page (the window is stretched to the page's height)."""
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(width, min(max(height, 900), 20000))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(path))
+    driver.set_window_size(width, 900)
+
+
 def browser_check(
     site: Site,
     pages: list[str],
     chromium: str | None = None,
     chromedriver: str | None = None,
     allow_network: bool = False,
+    screenshots: Path | None = None,
 ) -> list[PageResult]:
     """Check every page in headless Chromium; the site is served on a localhost port meanwhile."""
     chromium, chromedriver = find_browser(chromium, chromedriver)
@@ -423,7 +457,9 @@ def browser_check(
             driver = start_browser(chromium, chromedriver, profile, allow_network)
             try:
                 return [
-                    browser_check_page(driver, site, base, page, set(pages))
+                    browser_check_page(
+                        driver, site, base, page, set(pages), screenshots=screenshots
+                    )
                     for page in pages
                 ]
             finally:
@@ -484,6 +520,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--chromedriver", help="chromedriver binary (default: chromedriver on PATH)"
     )
+    ap.add_argument(
+        "--screenshots", type=Path, help="save a full-page screenshot of each page here"
+    )
     args = ap.parse_args(argv)
 
     try:
@@ -499,7 +538,12 @@ def main(argv: list[str] | None = None) -> int:
             results = static_check(site, pages)
         else:
             results = browser_check(
-                site, pages, args.chromium, args.chromedriver, args.allow_network
+                site,
+                pages,
+                args.chromium,
+                args.chromedriver,
+                args.allow_network,
+                args.screenshots,
             )
     except (FileNotFoundError, RuntimeError) as e:
         print(f"check_book_html: {e}", file=sys.stderr)

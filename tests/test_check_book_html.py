@@ -180,22 +180,29 @@ def test_browser_check_on_tiny_site(tmp_path: Path):
         tmp_path,
         "two.html",
         '<h2 id="s">S</h2><img src="ok.png"><img src="broken.png"><a href="index.html#gone">bad anchor</a>'
-        "<script>notDefinedAnywhere();</script>",
+        "<script>notDefinedAnywhere();</script>"
+        '<div style="width: 300px"><pre>short line</pre>'
+        f"<pre>{'x = 1  # ' + 'too long ' * 40}</pre></div>",
     )
     results = chk.browser_check(chk.Site(tmp_path), chk.crawl(chk.Site(tmp_path)))
     one, two = results
     assert (one.page, one.images, one.errors) == ("index.html", 1, [])
     assert len(one.warnings) == 1 and "cdn.example.invalid" in one.warnings[0]
     assert two.images == 2
-    assert len(two.errors) == 3, two.errors
+    assert len(two.errors) == 4, two.errors
     assert any("broken.png" in e and "naturalWidth == 0" in e for e in two.errors)
     assert any("missing anchor #gone in index.html" in e for e in two.errors)
     assert any("notDefinedAnywhere" in e and "SEVERE" in e for e in two.errors)
+    assert any(
+        "code block scrolls sideways" in e and "too long" in e for e in two.errors
+    ), two.errors
     text, n_err = chk.report(results, [])
-    assert n_err == 3 and "| two.html | 2 | 1 | 3 | 0 |" in text
+    assert n_err == 4 and "| two.html | 2 | 1 | 4 | 0 |" in text
 
     (
         tmp_path / "two.html"
     ).unlink()  # now the site is clean apart from the offline CDN: it passes
-    _write(tmp_path, "two.html", '<h2 id="s">S</h2><img src="ok.png">')
-    assert chk.main([str(tmp_path)]) == 0
+    _write(tmp_path, "two.html", '<h2 id="s">S</h2><img src="ok.png"><pre>fits</pre>')
+    shots = tmp_path.parent / "shots"
+    assert chk.main([str(tmp_path), "--screenshots", str(shots)]) == 0
+    assert sorted(p.name for p in shots.iterdir()) == ["index.html.png", "two.html.png"]
