@@ -506,3 +506,28 @@ def test_predict_returns_logits_and_labels_on_the_cpu():
     assert logits.shape == (20, 2) and torch.equal(labels, data.tensors[1])
     with torch.no_grad():
         assert torch.allclose(logits, model(data.tensors[0]))
+
+
+def test_mixed_precision_means_the_same_in_fit_predict_and_evaluate(monkeypatch):
+    """float16 autocast only when asked for: predict/evaluate default to float32, and fit
+    passes its own setting to its validation pass."""
+    import tlutils.train as train
+
+    asked = []
+    real = train._autocast
+    monkeypatch.setattr(
+        train,
+        "_autocast",
+        lambda device, enabled: asked.append(enabled) or real(device, enabled),
+    )
+    data = blobs(n=16)
+    loader = DataLoader(data, batch_size=8)
+    tl.predict(nn.Linear(8, 2), loader, device="cpu")
+    assert asked and not any(asked)
+    asked.clear()
+    tl.evaluate(nn.Linear(8, 2), loader, device="cpu", mixed_precision=True)
+    assert asked and all(asked)
+    asked.clear()
+    tl.fit(nn.Linear(8, 2), loader, loader, epochs=1, device="cpu", progress=False,
+           mixed_precision=False)  # fmt: skip
+    assert asked and not any(asked)

@@ -213,14 +213,21 @@ def _train_epoch(
 
 @torch.no_grad()
 def predict(
-    model: nn.Module, loader: Iterable, device: torch.device | str | None = None
+    model: nn.Module,
+    loader: Iterable,
+    device: torch.device | str | None = None,
+    mixed_precision: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and true labels for every item of ``loader``, on the CPU (chapter 1)."""
+    """Logits and true labels for every item of ``loader``, on the CPU (chapter 1).
+
+    ``mixed_precision`` means what it means in :func:`fit`: float16 autocast on a CUDA GPU
+    (faster, slightly less exact); off by default, so predictions are float32 everywhere.
+    """
     device = torch.device(device) if device is not None else get_device()
     model.eval()
     logits, targets = [], []
     for inputs, target in loader:
-        with _autocast(device, device.type == "cuda"):
+        with _autocast(device, mixed_precision):
             logits.append(model(inputs.to(device)).float().cpu())
         targets.append(target)
     return torch.cat(logits), torch.cat(targets)
@@ -231,9 +238,10 @@ def evaluate(
     loader: Iterable,
     loss_fn: Callable = nn.functional.cross_entropy,
     device: torch.device | str | None = None,
+    mixed_precision: bool = False,
 ) -> tuple[float, float]:
     """Mean ``(loss, accuracy)`` of ``model`` on ``loader`` (chapter 2)."""
-    logits, targets = predict(model, loader, device)
+    logits, targets = predict(model, loader, device, mixed_precision)
     _check_class_count(logits, targets)
     return loss_fn(logits, targets).item(), (
         logits.argmax(1) == targets
@@ -302,7 +310,9 @@ def fit(
         history.train_loss.append(loss)
         history.train_acc.append(acc)
         if val_loader is not None:
-            val_loss, val_acc = evaluate(model, val_loader, loss_fn, device)
+            val_loss, val_acc = evaluate(
+                model, val_loader, loss_fn, device, mixed_precision
+            )
             history.val_loss.append(val_loss)
             history.val_acc.append(val_acc)
             score = -val_loss if monitor == "val_loss" else val_acc
