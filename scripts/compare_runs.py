@@ -21,6 +21,11 @@ Usage::
 
     python scripts/compare_runs.py                      # every notebooks/*.ipynb
     python scripts/compare_runs.py notebooks/ch2_*.ipynb --out /tmp/compare.md
+    python scripts/compare_runs.py --executed RUN_A RUN_B   # compare two finished runs
+
+``--executed`` compares notebooks that were already executed elsewhere, e.g. the
+``_build/jupyter_execute/notebooks`` folders of two fresh-clone CI runs (each book build
+executes every notebook with an empty feature cache), without running anything again.
 
 Exit status 0 if every notebook ran twice and printed the same numbers, 1 otherwise.
 """
@@ -172,16 +177,43 @@ def run_twice(path: Path, timeout: int) -> Comparison:
     return compare(*runs, name=path.stem)
 
 
+def compare_files(a: Path, b: Path) -> Comparison:
+    """Compare two executed copies of one notebook (``--executed``)."""
+    import nbformat
+
+    if not b.exists():
+        return Comparison(a.stem, failure=f"{b} is missing")
+    return compare(
+        nbformat.read(a, as_version=4), nbformat.read(b, as_version=4), name=a.stem
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
     parser.add_argument("--out", type=Path, help="also write the report to this file")
+    parser.add_argument(
+        "--executed",
+        nargs=2,
+        type=Path,
+        metavar=("RUN_A", "RUN_B"),
+        help="compare the executed notebooks of two folders instead of running them",
+    )
     args = parser.parse_args(argv)
-    paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    if args.executed:
+        jobs = [
+            lambda a=a: compare_files(a, args.executed[1] / a.name)
+            for a in sorted(args.executed[0].glob("*.ipynb"))
+        ]
+    else:
+        paths = args.notebooks or sorted((ROOT / "notebooks").glob("*.ipynb"))
+        jobs = [lambda p=p: run_twice(p.resolve(), args.timeout) for p in paths]
+    if not jobs:
+        parser.error("no notebooks to compare")
     report, results = [], []
-    for path in paths:
-        result = run_twice(path.resolve(), args.timeout)
+    for job in jobs:
+        result = job()
         results.append(result)
         lines = [result.line(), *(f"  {d}" for d in result.differences)]
         report.extend(lines)

@@ -108,3 +108,16 @@ def test_end_to_end_a_deterministic_notebook_passes(tmp_path, capsys):
 def test_end_to_end_a_random_number_fails(tmp_path):
     path = write(tmp_path / "random.ipynb", "import random\nprint(random.random())")
     assert compare_runs.main([str(path)]) == 1
+
+
+def test_executed_mode_compares_two_finished_runs_without_running(tmp_path, capsys):
+    run_a, run_b = tmp_path / "a", tmp_path / "b"
+    run_a.mkdir(), run_b.mkdir()
+    nbformat.write(executed("acc 0.881\n", "took 3.2 s\n"), run_a / "ch9.ipynb")
+    nbformat.write(executed("acc 0.881\n", "took 4.0 s\n"), run_b / "ch9.ipynb")
+    assert compare_runs.main(["--executed", str(run_a), str(run_b)]) == 0
+    nbformat.write(executed("acc 0.875\n", "took 4.0 s\n"), run_b / "ch9.ipynb")
+    nbformat.write(executed("acc 0.5\n"), run_a / "ch8.ipynb")  # missing in run b
+    assert compare_runs.main(["--executed", str(run_a), str(run_b)]) == 1
+    out = capsys.readouterr().out
+    assert "acc 0.881" in out and "ch8" in out and "missing" in out
