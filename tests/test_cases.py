@@ -158,3 +158,44 @@ def test_decision_guide_figure() -> None:
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert sum("Case" in t for t in texts) == 4
     assert "measured: 0.9" in texts
+
+
+def test_load_cell_data_gives_both_notebooks_the_same_subsets(tmp_path, monkeypatch):
+    """Chapter 3's one place for its data: large, small draws inside it, validation."""
+    from types import SimpleNamespace
+
+    from helpers import write_image
+
+    for split, n in [("train", 9), ("val", 4)]:
+        for c, colour in enumerate([(200, 0, 0), (0, 200, 0), (0, 0, 200)]):
+            for i in range(n):
+                write_image(tmp_path / split / f"class{c}" / f"{i}.png", colour)
+
+    def fake_load_dataset(name, train_transform=None, val_transform=None):
+        assert name == "eurosat"
+        train = tl.ImageFolder(tmp_path / "train", train_transform)
+        val = tl.ImageFolder(tmp_path / "val", val_transform)
+        return SimpleNamespace(train=train, val=val, classes=train.classes)
+
+    monkeypatch.setattr(cases, "load_dataset", fake_load_dataset)
+    monkeypatch.setattr(cases, "N_LARGE", 6)
+    monkeypatch.setattr(cases, "N_VAL", 3)
+    monkeypatch.setattr(cases, "N_SMALL", 2)
+    config = tl.data_config(tl.create_model(pretrained=False))
+    cell = cases.load_cell_data("eurosat", config)
+    again = cases.load_cell_data("eurosat", config)
+    assert cell.image_size == cases.IMAGE_SIZE["eurosat"] == 64
+    assert cell.classes == ["class0", "class1", "class2"]
+    assert len(cell.large) == 18 and len(cell.val) == 9
+    assert cell.large.indices == again.large.indices  # seeded: the same every time
+    assert list(cell.large_augmented.indices) == list(cell.large.indices)
+    labels = tl.targets_of(cell.large)
+    for seed, rows in cell.small.items():
+        assert sorted(labels[r] for r in rows) == [0, 0, 1, 1, 2, 2], seed
+        assert rows == again.small[seed]
+    assert len({tuple(sorted(rows)) for rows in cell.small.values()}) > 1
+    assert tuple(cell.small) == cases.SMALL_DRAWS
+    full = cases.load_cell_data("eurosat", config, full=True, image_size=32)
+    assert (len(full.large), len(full.val), full.image_size) == (27, 12, 32)
+    x, _ = cell.val[0]
+    assert tuple(x.shape) == (3, 64, 64)

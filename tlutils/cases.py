@@ -22,11 +22,15 @@ import copy
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
+import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import Dataset, Subset
 
+from .data import create_transform, load_dataset, subsample_per_class
+from .features import stage_features
 from .models import create_model, freeze
 from .stages import body_to_stage, stage_channels
 
@@ -38,6 +42,14 @@ __all__ = [
     "recommend_case",
     "create_strategy_model",
     "plot_decision_guide",
+    "IMAGE_SIZE",
+    "N_SMALL",
+    "N_LARGE",
+    "N_VAL",
+    "SMALL_DRAWS",
+    "CellData",
+    "load_cell_data",
+    "cell_stage_features",
 ]
 
 Strategy = Literal["linear_probe", "cut_probe", "fine_tune", "scratch"]
@@ -261,3 +273,87 @@ def plot_decision_guide(highlight: dict[int, str] | None = None):
     ax.set_ylabel("labelled images per class")
     fig.tight_layout()
     return fig
+
+
+# The two datasets of chapter 3's experiments, sized for a 2-core CPU. Both chapter-3
+# notebooks use these, so the features one of them caches are the other's too.
+IMAGE_SIZE: dict[str, int] = {"flowers": 128, "eurosat": 64}
+"""Input size per dataset in chapter 3 (EuroSAT tiles are 64 px; flowers downscaled)."""
+N_SMALL = 10
+"""Images per class of a small training set (chapter 3)."""
+N_LARGE = 200
+"""Images per class of the large training set on a CPU (chapter 3; all with ``full``)."""
+N_VAL = 50
+"""Validation images per class on a CPU (chapter 3; the whole split with ``full``)."""
+SMALL_DRAWS: tuple[int, ...] = (0, 1, 2, 3, 4)
+"""Seeds of the random draws of the small training set (chapter 3)."""
+
+
+@dataclass(frozen=True)
+class CellData:
+    """One dataset of chapter 3 at one input size, large and small (chapter 3).
+
+    ``small`` maps a draw's seed to rows of ``large``: the small training sets are subsets
+    of the large one, so their features are rows of the same table. ``large_augmented``
+    holds the same images as ``large`` with the course's training augmentation.
+    """
+
+    name: str
+    classes: list[str]
+    image_size: int
+    large: Subset
+    val: Dataset
+    small: dict[int, list[int]]
+    large_augmented: Subset
+
+
+def load_cell_data(
+    name: str, config: dict[str, Any], full: bool = False, image_size: int | None = None
+) -> CellData:
+    """Chapter 3's subsets of dataset ``name``: large, small draws, validation (chapter 3).
+
+    ``config`` is the model's preprocessing (:func:`tlutils.data_config`). On a CPU
+    (``full=False``) the large set has :data:`N_LARGE` images per class and validation
+    :data:`N_VAL` per class; with ``full=True`` both are the whole splits.
+    """
+    size = image_size or IMAGE_SIZE[name]
+    eval_tf = create_transform(config, image_size=size)
+    plain = load_dataset(name, eval_tf, eval_tf)
+    train_tf = create_transform(config, train=True, image_size=size)
+    augmented = load_dataset(name, train_tf)  # the same split, augmented
+    if full:
+        large, val = Subset(plain.train, range(len(plain.train))), plain.val
+    else:
+        large = subsample_per_class(plain.train, N_LARGE, seed=0)
+        val = subsample_per_class(plain.val, N_VAL, seed=0)
+    small = {
+        seed: subsample_per_class(large, N_SMALL, seed=seed).indices
+        for seed in SMALL_DRAWS
+    }
+    return CellData(
+        name,
+        plain.classes,
+        size,
+        large,
+        val,
+        small,
+        Subset(augmented.train, large.indices),
+    )
+
+
+def cell_stage_features(
+    model: nn.Module, cell: CellData, device: torch.device | str | None = None
+) -> dict[str, Any]:
+    """Pooled features of every stage for ``cell``'s large and validation sets (chapter 3).
+
+    One cached pass of the frozen body per image (:func:`tlutils.stage_features`). Returns
+    ``train`` and ``val`` (lists of per-stage tensors) and ``train_y``, ``val_y`` (arrays).
+    """
+    train, train_y = stage_features(model, cell.large, device=device, progress=False)
+    val, val_y = stage_features(model, cell.val, device=device, progress=False)
+    return {
+        "train": train,
+        "train_y": np.asarray(train_y),
+        "val": val,
+        "val_y": np.asarray(val_y),
+    }
