@@ -1,6 +1,7 @@
 """Consistency of the book: every notebook is in the table of contents, stored without outputs,
 installs tlutils in Colab from the repository named in _config.yml, and uses the GPU when there is one."""
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -77,3 +78,35 @@ def test_code_blocks_fit_the_column(page):
         line for block in blocks for line in block.splitlines() if len(line) > COLUMN
     ]
     assert not long, f"{page.name}: code lines over {COLUMN} characters: {long}"
+
+
+def _is_plumbing(statement: ast.stmt) -> bool:
+    """An ``assert``, a ``tl.glue(...)`` call, or an ``if`` holding only those."""
+    if isinstance(statement, ast.Assert):
+        return True
+    if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Call):
+        return ast.unparse(statement.value.func) == "tl.glue"
+    if isinstance(statement, ast.If):
+        return all(_is_plumbing(s) for s in statement.body + statement.orelse)
+    return False
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.name)
+def test_plumbing_cells_are_hidden_in_the_rendered_page(notebook):
+    """Cells that only check claims or glue numbers (and the Colab setup) are folded away
+    in the book (tag hide-cell), so a page reads as lesson, code of the idea, result."""
+    cells = [
+        c for c in json.loads(notebook.read_text())["cells"] if c["cell_type"] == "code"
+    ]
+    visible = []
+    for index, cell in enumerate(cells):
+        tags = cell.get("metadata", {}).get("tags", [])
+        source = "".join(cell["source"])
+        try:
+            statements = ast.parse(source).body
+        except SyntaxError:  # IPython magics: only the Colab cell has them
+            statements = []
+        plumbing = index == 0 or (statements and all(map(_is_plumbing, statements)))
+        if plumbing and not {"hide-cell", "remove-cell"} & set(tags):
+            visible.append(source.splitlines()[0] if source else "(empty)")
+    assert not visible, f"{notebook.name}: tag these cells hide-cell: {visible}"
