@@ -416,3 +416,76 @@ def test_linear_probe_accuracy():
     assert tl.linear_probe_accuracy(x[:60], y[:60], x[60:], y[60:]) == 1.0
     with pytest.raises(ValueError, match="same length"):
         tl.linear_probe_accuracy(x[:60], y[:50], x[60:], y[60:])
+
+
+def test_warm_up_then_fine_tune_gives_shared_options_to_both_phases(monkeypatch):
+    calls = []
+    real_fit = ft.fit
+
+    def recording_fit(*args, **kwargs):
+        calls.append(kwargs)
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(ft, "fit", recording_fit)
+    seen = []
+
+    def loss_fn(logits, labels):
+        seen.append(len(labels))
+        return nn.functional.cross_entropy(logits, labels)
+
+    torch.manual_seed(0)
+    train, val = toy_loaders()
+    ft.warm_up_then_fine_tune(
+        Tiny(),
+        train,
+        val,
+        warm_up_epochs=1,
+        fine_tune_epochs=1,
+        loss_fn=loss_fn,
+        bn_stats="update_unfrozen",
+        mixed_precision=False,
+        device="cpu",
+        progress=False,
+    )
+    assert len(calls) == 2  # warm-up, then fine-tuning
+    for kwargs in calls:
+        assert kwargs["loss_fn"] is loss_fn
+        assert kwargs["bn_stats"] == "update_unfrozen"
+        assert kwargs["mixed_precision"] is False
+        assert kwargs["device"] == "cpu" and kwargs["progress"] is False
+    # the loss saw every training batch of both phases (4 batches of 16 per epoch)
+    assert seen.count(16) >= 8
+
+
+def test_bad_bn_stats_is_refused_before_anything_trains():
+    torch.manual_seed(0)
+    model = Tiny()
+    before = copy.deepcopy(model.state_dict())
+    grads = [p.requires_grad for p in model.parameters()]
+    train, val = toy_loaders()
+    with pytest.raises(ValueError, match="bn_stats must be one of"):
+        ft.fine_tune(model, train, val, bn_stats="eval", device="cpu")
+    # nothing was frozen or trained
+    assert [p.requires_grad for p in model.parameters()] == grads
+    with pytest.raises(ValueError, match="bn_stats must be one of"):
+        ft.warm_up_then_fine_tune(model, train, val, bn_stats="frozen", device="cpu")
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert [p.requires_grad for p in model.parameters()] == grads
+
+
+def test_check_ranking_judges_only_what_every_seed_agrees_on():
+    scores = {
+        "LP": [0.8, 0.82, 0.81],
+        "FT": [0.7, 0.72, 0.75],
+        "LP-FT": [0.85, 0.8, 0.9],
+    }
+    right = tl.checks.check_ranking(["LP-FT", "LP", "FT"], scores)
+    assert right.ok and "within noise" in str(right)  # LP-FT vs LP: seeds disagree
+    wrong = tl.checks.check_ranking(["FT", "LP", "LP-FT"], scores)
+    assert not wrong.ok and "below it for every seed" in str(wrong)
+    for bad in (["LP", "FT"], ["LP", "LP", "FT"], ["LP", "FT", "X"]):
+        result = tl.checks.check_ranking(bad, scores)  # never raises
+        assert not result.ok and "exactly once" in str(result)
+    uneven = tl.checks.check_ranking(["LP", "FT"], {"LP": [1, 2], "FT": [0]})
+    assert not uneven.ok and "numbers of seeds" in str(uneven)

@@ -11,11 +11,12 @@ Each module holds one idea; every function's docstring names the chapter that te
 * :mod:`tlutils.layers`: what the layers see: filters, feature maps, 2-D maps of features (chapter 2).
 * :mod:`tlutils.cases`: the four cases: the rule and the model of each strategy (chapter 3).
 * :mod:`tlutils.finetune`: warm up, then fine-tune; discriminative learning rates (chapter 4).
+* :mod:`tlutils.shift`: fixed image corruptions (a shift) and feature distortion (chapter 4).
 * :mod:`tlutils.book`: ``glue`` measured numbers into the book's prose.
 * :mod:`tlutils.checks`: self-checks for the hands-on exercises.
 """
 
-from . import cases, checks, finetune, layers, stages
+from . import cases, checks, finetune, layers, shift, stages
 from .book import glue
 from .data import (
     DATASETS,
@@ -74,6 +75,7 @@ __all__ = [
     "checks",
     "finetune",
     "layers",
+    "shift",
     "stages",
     "create_optimizer",
     "linear_probe_accuracy",

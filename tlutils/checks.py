@@ -27,6 +27,7 @@ __all__ = [
     "check_frozen_batchnorm",
     "check_strategy",
     "check_fine_tune_setup",
+    "check_ranking",
 ]
 
 
@@ -349,4 +350,46 @@ def check_fine_tune_setup(
             f"the body learns at {max(body_lrs):g}; keep it at least 10 times below the warm-up's {warm_up_lr:g} "
             "so the pretrained filters move only a little",
         )
+    return result
+
+
+def check_ranking(
+    predicted: Sequence[str],
+    scores: dict[str, Sequence[float]],
+    what: str = "accuracy",
+) -> CheckResult:
+    """Does a predicted order (best first) match scores measured over seeds (chapter 4)?
+
+    ``scores`` maps each method to one score per seed, the seeds in the same order. A pair
+    of methods is judged only where every seed puts them in the same order; where the
+    seeds disagree, the check says that the difference is within noise.
+    """
+    result = CheckResult(f"Your ranking by {what}")
+    names = list(predicted)
+    if sorted(names) != sorted(scores) or len(set(names)) != len(names):
+        result.check(
+            False,
+            "",
+            f"rank each of {', '.join(scores)} exactly once (best first); you gave "
+            f"{names}",
+        )
+        return result
+    for i, better in enumerate(names):
+        for worse in names[i + 1 :]:
+            a, b = list(scores[better]), list(scores[worse])
+            if len(a) != len(b):
+                result.check(
+                    False, "", f"{better} and {worse} have different numbers of seeds"
+                )
+            elif all(x > y for x, y in zip(a, b)):
+                result.check(True, f"{better} above {worse}: for every seed", "")
+            elif all(x < y for x, y in zip(a, b)):
+                result.check(
+                    False, "", f"{better} above {worse}? no: below it for every seed"
+                )
+            else:
+                result.passed.append(
+                    f"{better} above {worse}: the seeds disagree, so the data cannot "
+                    "tell (within noise)"
+                )
     return result

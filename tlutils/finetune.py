@@ -21,7 +21,7 @@ from torch import nn
 
 from .models import freeze, unfreeze
 from .stages import head_modules, stage_modules
-from .train import BNStats, History, OptName, create_optimizer, fit
+from .train import BNStats, History, OptName, _check_choice, create_optimizer, fit
 
 __all__ = ["param_groups", "warm_up", "fine_tune", "warm_up_then_fine_tune"]
 
@@ -121,6 +121,7 @@ def fine_tune(
     epoch's weights are restored (``keep_best``); further keyword arguments (``monitor``,
     ``patience``, ``device``, ...) go to :func:`tlutils.fit`.
     """
+    _check_choice("bn_stats", bn_stats, BNStats)  # before anything is frozen or trained
     named = _named_stages(model)
     numbers = [i for i, (_, mods) in enumerate(named[:-1]) if _params_of(model, mods)]
     wanted = numbers if stages is None else list(stages)
@@ -163,16 +164,32 @@ def warm_up_then_fine_tune(
     fine_tune_epochs: int = 5,
     warm_up_lr: float = 1e-3,
     lr: float = 1e-4,
+    *,
+    loss_fn: Callable = nn.functional.cross_entropy,
+    bn_stats: BNStats = "fixed",
+    mixed_precision: bool = True,
     device: torch.device | str | None = None,
+    progress: bool = True,
     **fine_tune_kwargs,
 ) -> History:
     """The whole recipe: :func:`warm_up`, then :func:`fine_tune`; one joined history (chapter 4).
 
-    Further keyword arguments go to :func:`fine_tune` (``decay``, ``stages``, ``gradual``,
-    ``bn_stats``, ``patience``, ...). ``best_epoch`` counts from the first warm-up epoch.
+    ``loss_fn``, ``bn_stats``, ``mixed_precision``, ``device`` and ``progress`` reach both
+    phases. ``bn_stats`` changes nothing in the warm-up unless it is ``"update_all"``
+    (the frozen body's statistics then update in both phases). Further keyword arguments
+    go to :func:`fine_tune` (``decay``, ``stages``, ``gradual``, ``opt``, ``patience``,
+    ...). ``best_epoch`` counts from the first warm-up epoch.
     """
+    _check_choice("bn_stats", bn_stats, BNStats)  # fail before the warm-up, not after
+    shared = {
+        "loss_fn": loss_fn,
+        "bn_stats": bn_stats,
+        "mixed_precision": mixed_precision,
+        "device": device,
+        "progress": progress,
+    }
     history = warm_up(
-        model, train_loader, val_loader, warm_up_epochs, warm_up_lr, device=device
+        model, train_loader, val_loader, warm_up_epochs, warm_up_lr, **shared
     )
     phase2 = fine_tune(
         model,
@@ -180,7 +197,7 @@ def warm_up_then_fine_tune(
         val_loader,
         fine_tune_epochs,
         lr,
-        device=device,
+        **shared,
         **fine_tune_kwargs,
     )
     return history.extend(phase2)
