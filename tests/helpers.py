@@ -16,3 +16,27 @@ def write_image(path, color, size=(40, 32), mode="RGB"):
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path
+
+
+def photo_folder(
+    root, classes=("cats", "coffee", "rocket"), n=8, size=(96, 72), seed=0
+):
+    """``root/<class>/<i>.png|jpg``: flipped, shifted, recoloured crops of scikit-image's
+    real photos (one photo per class), for tests that need images a model can tell apart."""
+    from skimage import data as skdata
+
+    photos = {"cats": skdata.chelsea(), "coffee": skdata.coffee()}
+    photos |= {"rocket": skdata.rocket(), "astronaut": skdata.astronaut()}
+    rng = np.random.default_rng(seed)
+    for name in classes:
+        photo = photos[name]
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            h, w = photo.shape[:2]
+            top, left = rng.integers(0, h // 4), rng.integers(0, w // 4)
+            crop = photo[top : top + 3 * h // 4, left : left + 3 * w // 4]
+            shift = rng.integers(-20, 20, 3)
+            crop = np.clip(crop.astype(int) + shift, 0, 255).astype(np.uint8)
+            image = Image.fromarray(crop[:, ::-1] if i % 2 else crop).resize(size)
+            image.save(root / name / f"{i}.{'png' if i % 3 else 'jpg'}")
+    return root

@@ -1,62 +1,70 @@
-"""The 'Bring your own data' page's code runs as printed, on a small folder of real photos."""
+"""The 'Your own project' page's code runs as printed (chapter 5).
+
+On a flat folder, on a pre-split folder with three classes, and on a folder holding a corrupt
+and a grayscale image, all made of real photos (scikit-image's), smaller and shorter than the
+page's settings: 64 px and one epoch per phase.
+"""
 
 import re
+import shutil
 from pathlib import Path
 
 import matplotlib
+import pytest
+from helpers import photo_folder
+from PIL import Image
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-from skimage import data as skdata  # noqa: E402
-
-PAGE = Path(__file__).resolve().parents[1] / "book" / "bring_your_own_data.md"
+PAGE = Path(__file__).resolve().parents[1] / "book" / "ch5_your_project.md"
 
 
-def python_blocks():
-    return re.findall(r"```python\n(.*?)```", PAGE.read_text(), flags=re.S)
+def page_code() -> str:
+    blocks = re.findall(r"```python\n(.*?)```", PAGE.read_text(), flags=re.S)
+    assert len(blocks) == 1
+    return blocks[0]
 
 
-def make_folder(root: Path) -> Path:
-    """Two classes of real photos (scikit-image's cat and coffee), with flips, crops and shifts of colour."""
-    rng = np.random.default_rng(0)
-    for name, photo in [("cats", skdata.chelsea()), ("coffee", skdata.coffee())]:
-        (root / name).mkdir(parents=True)
-        for i in range(10):
-            h, w = photo.shape[:2]
-            top, left = rng.integers(0, h // 4), rng.integers(0, w // 4)
-            crop = photo[top : top + 3 * h // 4, left : left + 3 * w // 4]
-            crop = np.clip(crop.astype(int) + rng.integers(-20, 20, 3), 0, 255).astype(
-                np.uint8
-            )
-            image = Image.fromarray(crop[:, ::-1] if i % 2 else crop).resize((96, 72))
-            image.save(root / name / f"{i}.{'png' if i % 3 else 'jpg'}")
+def flat(root: Path) -> Path:
+    return photo_folder(root, classes=("cats", "coffee"), n=8)
+
+
+def pre_split(root: Path) -> Path:
+    photo_folder(root / "train", n=8)
+    photo_folder(root / "val", n=3, seed=1)
     return root
 
 
-def test_page_code_runs_on_a_small_folder(tmp_path, monkeypatch):
+def corrupt_and_gray(root: Path) -> Path:
+    photo_folder(root, classes=("cats", "coffee"), n=8)
+    (root / "cats" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    gray = Image.open(root / "coffee" / "1.png").convert("L")
+    gray.save(root / "coffee" / "gray.png")
+    return root
+
+
+@pytest.mark.parametrize("make", [flat, pre_split, corrupt_and_gray])
+def test_page_code_runs_as_printed(make, tmp_path, monkeypatch):
     monkeypatch.setenv("TLUTILS_CACHE", str(tmp_path / "cache"))
-    folder = make_folder(tmp_path / "my_photos")
-    blocks = python_blocks()
-    assert len(blocks) == 2
+    monkeypatch.chdir(tmp_path)
+    folder = make(tmp_path / "my_photos")
+    new = tmp_path / "new_photos"
+    new.mkdir()
+    shutil.copy(next(folder.rglob("*.png")), new / "a.png")
+    code = page_code().replace("image_size=160", "image_size=64")
+    code = code.replace("warm_up_epochs=3", "warm_up_epochs=1")
+    code = code.replace("fine_tune_epochs=5", "fine_tune_epochs=1")
+    assert code.count("image_size=64") == 2 and "fine_tune_epochs=1" in code
     namespace: dict = {}
-    main = (
-        blocks[0]
-        .replace('"my_photos"', repr(str(folder)))
-        .replace("image_size=160", "image_size=64")
+    exec(compile(code, str(PAGE), "exec"), namespace)
+    classes = (
+        sorted(p.name for p in (folder / "train").iterdir())
+        if (folder / "train").is_dir()
+        else sorted(p.name for p in folder.iterdir())
     )
-    main = main.replace(
-        "warm_up_epochs=3, fine_tune_epochs=5", "warm_up_epochs=1, fine_tune_epochs=1"
-    )
-    assert "warm_up_epochs=1, fine_tune_epochs=1" in main
-    exec(compile(main, str(PAGE), "exec"), namespace)
-    assert len(namespace["history"].train_loss) == 2
-    assert namespace["per_class"] == 8
-    exec(
-        compile(
-            blocks[1].replace("image_size=160", "image_size=64"), str(PAGE), "exec"
-        ),
-        namespace,
-    )
-    assert namespace["X_train"].shape == (16, 1280)
+    assert namespace["model"].classes == classes  # the real classes, also when split
+    assert (tmp_path / "model.pt").is_file() and (tmp_path / "model.pt2").is_file()
+    assert namespace["row"].classes[0] in classes
+    if make is corrupt_and_gray:
+        assert any("corrupt.jpg" in p for p in namespace["diagnosis"].scan.unreadable)
+        assert namespace["diagnosis"].scan.modes.get("L") == 1

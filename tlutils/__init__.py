@@ -12,12 +12,28 @@ Each module holds one idea; every function's docstring names the chapter that te
 * :mod:`tlutils.cases`: the four cases: the rule and the model of each strategy (chapter 3).
 * :mod:`tlutils.finetune`: warm up, then fine-tune; discriminative learning rates (chapter 4).
 * :mod:`tlutils.shift`: fixed image corruptions (a shift) and feature distortion (chapter 4).
+* :mod:`tlutils.diagnosis`: measure your own folder and recommend a case (chapter 5).
+* :mod:`tlutils.project`: train on your folder with the recipe; predict (chapter 5).
+* :mod:`tlutils.checkpoint`: save, load and export a trained model (chapter 5).
+* :mod:`tlutils.cli`: the ``tlutils diagnose | train | predict`` command (chapter 5).
 * :mod:`tlutils.book`: ``glue`` measured numbers into the book's prose.
 * :mod:`tlutils.checks`: self-checks for the hands-on exercises.
 """
 
-from . import cases, checks, finetune, layers, shift, stages
+from . import (
+    cases,
+    checkpoint,
+    checks,
+    cli,
+    diagnosis,
+    finetune,
+    layers,
+    project,
+    shift,
+    stages,
+)
 from .book import glue
+from .checkpoint import export_model, load_exported, load_model, save_model
 from .data import (
     DATASETS,
     ImageFolder,
@@ -25,6 +41,7 @@ from .data import (
     create_loader,
     create_transform,
     dataset_dir,
+    is_split_folder,
     load_dataset,
     load_image_folder,
     load_rgb,
@@ -33,6 +50,7 @@ from .data import (
     targets_of,
     verify_mirror,
 )
+from .diagnosis import diagnose, scan_folder
 from .features import (
     extract_features,
     feature_extractor,
@@ -54,6 +72,7 @@ from .models import (
     unfreeze,
 )
 from .plot import plot_confusion_matrix, plot_history, plot_runs, show_images
+from .project import predict_images, train_folder
 from .train import (
     History,
     create_optimizer,
@@ -67,6 +86,15 @@ from .train import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "diagnose",
+    "scan_folder",
+    "train_folder",
+    "predict_images",
+    "save_model",
+    "load_model",
+    "export_model",
+    "load_exported",
+    "is_split_folder",
     "DATASETS",
     "DEFAULT_MODEL",
     "History",
@@ -77,6 +105,10 @@ __all__ = [
     "layers",
     "shift",
     "stages",
+    "checkpoint",
+    "cli",
+    "diagnosis",
+    "project",
     "create_optimizer",
     "linear_probe_accuracy",
     "plot_runs",

@@ -17,6 +17,7 @@ Where the data comes from, in this order:
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import platform
@@ -24,6 +25,7 @@ import random
 import shutil
 import tarfile
 import tempfile
+import warnings
 import zipfile
 from collections import Counter
 from collections.abc import Sequence
@@ -49,6 +51,8 @@ __all__ = [
     "ImageFolder",
     "load_dataset",
     "load_image_folder",
+    "is_split_folder",
+    "unreadable_images",
     "stratified_split",
     "subsample_per_class",
     "create_transform",
@@ -429,38 +433,102 @@ class DatasetSplits:
     classes: list[str]
 
 
+def unreadable_images(paths: Sequence[str | Path]) -> list[Path]:
+    """The files among ``paths`` that do not decode fully as images (chapter 5).
+
+    Each file is decoded completely, so truncated files are found too, not only files
+    whose header is broken.
+    """
+    bad = []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                img.load()
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            bad.append(Path(path))
+    return bad
+
+
+def _class_folder(root: Path, check_images: bool) -> datasets.ImageFolder:
+    """``root/<class>/<image>`` as an ImageFolder; clear errors, unreadable files skipped."""
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"Image folder {root} does not exist. Check the path; it should hold one "
+            "sub-folder per class (or train/ and val/ folders that do)."
+        )
+    classes = sorted(d.name for d in root.iterdir() if d.is_dir())
+    if len(classes) < 2:
+        raise ValueError(
+            f"{root} has {len(classes)} class folder(s) ({classes}); a classifier needs at "
+            "least 2. Put the images of each class in their own sub-folder."
+        )
+    empty = [
+        c
+        for c in classes
+        if not any(is_image_file(p.name) for p in (root / c).iterdir())
+    ]
+    if empty:
+        raise ValueError(
+            f"Class folder(s) {', '.join(str(root / c) for c in empty)} hold no images. "
+            "Add images to them or remove them."
+        )
+    paths = sorted(
+        p for c in classes for p in (root / c).iterdir() if is_image_file(p.name)
+    )
+    bad = set(unreadable_images(paths)) if check_images else set()
+    if bad:
+        names = ", ".join(str(p) for p in sorted(bad))
+        warnings.warn(
+            f"Skipping {len(bad)} unreadable image(s): {names}. Delete or replace them.",
+            stacklevel=3,
+        )
+    return datasets.ImageFolder(
+        str(root),
+        loader=load_rgb,
+        is_valid_file=lambda p: is_image_file(p) and Path(p) not in bad,
+        allow_empty=False,
+    )
+
+
+def is_split_folder(root: str | Path) -> bool:
+    """Whether ``root`` is already split into ``train/`` and ``val/`` folders (chapter 5)."""
+    root = Path(root).expanduser()
+    return (root / "train").is_dir() and (root / "val").is_dir()
+
+
 def load_image_folder(
     root: str | Path,
     train_transform: Any = None,
     val_transform: Any = None,
     val_fraction: float = 0.2,
     seed: int = 0,
+    check_images: bool = True,
 ) -> DatasetSplits:
-    """Your own ``root/<class>/<image>`` folder as train and validation datasets ("Bring your own data").
+    """Your own image folder as train and validation datasets, flat or pre-split (chapter 5).
 
-    If ``root`` has ``train/`` and ``val/`` folders they are used as they are; otherwise a seeded,
-    stratified ``val_fraction`` of every class goes to validation.
+    ``root/<class>/<image>`` is split with a seeded, stratified ``val_fraction`` of every
+    class; if ``root`` has ``train/`` and ``val/`` folders (each ``<class>/<image>``) they
+    are used as they are, and must hold the same classes. A missing folder, fewer than two
+    classes or an empty class folder raise an error that names it; files that do not
+    decode (``check_images``) are listed in a warning and skipped.
     """
     root = Path(root).expanduser()
-    if (root / "train").is_dir() and (root / "val").is_dir():
-        train = ImageFolder(root / "train", transform=train_transform)
-        val = ImageFolder(root / "val", transform=val_transform)
+    if is_split_folder(root):
+        train = _class_folder(root / "train", check_images)
+        val = _class_folder(root / "val", check_images)
         if train.classes != val.classes:
             raise ValueError(
-                f"{root}/train and {root}/val have different class folders: {train.classes} vs {val.classes}."
+                f"{root / 'train'} and {root / 'val'} have different class folders: "
+                f"{train.classes} vs {val.classes}. Give both the same class folders."
             )
+        train.transform, val.transform = train_transform, val_transform
         return DatasetSplits(train, val, list(train.classes))
-    train_full = ImageFolder(root, transform=train_transform)
-    val_full = ImageFolder(root, transform=val_transform)
-    if len(train_full.classes) < 2:
-        raise ValueError(
-            f"{root} has {len(train_full.classes)} class folder(s); a classifier needs at least 2."
-        )
-    train_idx, val_idx = stratified_split(train_full.targets, val_fraction, seed)
+    full = _class_folder(root, check_images)
+    val_full = copy.copy(full)
+    full.transform, val_full.transform = train_transform, val_transform
+    train_idx, val_idx = stratified_split(full.targets, val_fraction, seed)
     return DatasetSplits(
-        Subset(train_full, train_idx),
-        Subset(val_full, val_idx),
-        list(train_full.classes),
+        Subset(full, train_idx), Subset(val_full, val_idx), list(full.classes)
     )
 
 
@@ -478,7 +546,7 @@ def load_dataset(
     goes to validation (the same seed always gives the same split).
     """
     return load_image_folder(
-        dataset_dir(name), train_transform, val_transform, val_fraction, seed
+        dataset_dir(name), train_transform, val_transform, val_fraction, seed, False
     )
 
 

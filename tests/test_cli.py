@@ -1,0 +1,96 @@
+"""The ``tlutils`` command: diagnose, train, predict, and one clear line per error (chapter 5)."""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import photo_folder
+
+import tlutils as tl
+from tlutils.cli import main
+
+
+@pytest.fixture(scope="module")
+def trained_path(tmp_path_factory):
+    """`tlutils train` on a pre-split folder of real photo crops (1 + 1 epochs, 64 px)."""
+    root = tmp_path_factory.mktemp("cli")
+    folder = root / "photos"
+    photo_folder(folder / "train", n=8)
+    photo_folder(folder / "val", n=3, seed=1)
+    out = root / "model.pt"
+    args = ["train", str(folder), "--out", str(out), "--image-size", "64"]
+    args += ["--strategy", "fine_tune", "--warm-up-epochs", "1"]
+    args += ["--fine-tune-epochs", "1", "--class-weighted"]
+    args += ["--export", str(root / "model.pt2")]
+    assert main(args) == 0
+    return out
+
+
+def test_train_writes_a_checkpoint_and_an_export(trained_path):
+    loaded = tl.load_model(trained_path)
+    assert loaded.classes == ["cats", "coffee", "rocket"]  # the real classes
+    assert len(loaded.history["train_loss"]) == 2
+    assert "recall" in loaded.history["report"]  # the per-class report
+    module, meta = tl.load_exported(trained_path.with_suffix(".pt2"))
+    x = torch.randn(2, 3, 64, 64)
+    assert torch.allclose(module(x), loaded.model(x), atol=1e-5)
+
+
+def test_predict_prints_a_table_and_writes_a_csv(trained_path, tmp_path, capsys):
+    folder = photo_folder(tmp_path / "new", classes=("coffee",), n=2, seed=2)
+    table = tmp_path / "out.csv"
+    assert main(["predict", str(trained_path), str(folder), "--top-k", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2 and all("\t" in line for line in lines)
+    args = ["predict", str(trained_path), str(folder), "--csv", str(table)]
+    assert main(args) == 0
+    rows = list(csv.reader(table.open()))
+    assert rows[0] == ["file", "class1", "p1", "class2", "p2", "class3", "p3"]
+    assert len(rows) == 3
+
+
+def test_diagnose_prints_and_writes_a_report(tmp_path, tmp_cache, capsys):
+    folder = photo_folder(tmp_path / "photos", n=6)
+    report = tmp_path / "report.md"
+    args = ["diagnose", str(folder), "--image-size", "64", "--report", str(report)]
+    assert main(args) == 0
+    assert "## Recommendation" in capsys.readouterr().out
+    assert report.read_text().startswith("# Diagnosis of")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["diagnose", "{tmp}/nope"], "nope does not exist"),
+        (["train", "{tmp}/nope", "--out", "{tmp}/m.pt"], "nope does not exist"),
+        (["predict", "{tmp}/nope.pt", "{tmp}"], "nope.pt does not exist"),
+        (["predict", "{model}", "{tmp}/missing.jpg"], "missing.jpg does not exist"),
+        (["predict", "{tmp}/fake.pt", "{tmp}"], "not a tlutils checkpoint"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(args, message, trained_path, tmp_path, capsys):
+    (tmp_path / "fake.pt").write_text("hello")
+    args = [a.format(tmp=tmp_path, model=trained_path) for a in args]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_the_command_runs_in_a_subprocess(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "tlutils.cli", "predict", str(tmp_path / "x.pt"), "."],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "x.pt does not exist" in result.stderr
+    help_text = subprocess.run(
+        [sys.executable, "-m", "tlutils.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "diagnose" in help_text and "predict" in help_text

@@ -1,0 +1,147 @@
+"""Loading and diagnosing your own folder: layouts, bad input, measurements (chapter 5)."""
+
+import shutil
+
+import matplotlib
+import numpy as np
+import pytest
+from helpers import photo_folder, write_image
+
+import tlutils as tl
+from tlutils.diagnosis import MARGIN, _noise, _similarity
+
+matplotlib.use("Agg")
+
+
+def split_folder(root, classes=("cats", "coffee", "rocket")):
+    """root/train/<class> and root/val/<class> made of real photo crops."""
+    photo_folder(root / "train", classes, n=8)
+    photo_folder(root / "val", classes, n=3, seed=1)
+    return root
+
+
+def test_flat_and_pre_split_folders_give_the_real_classes(tmp_path):
+    flat = tl.load_image_folder(photo_folder(tmp_path / "flat"))
+    split = tl.load_image_folder(split_folder(tmp_path / "split"))
+    for data in (flat, split):
+        assert data.classes == ["cats", "coffee", "rocket"]  # not ['train', 'val']
+        assert set(tl.targets_of(data.val)) == {0, 1, 2}
+    assert len(split.train) == 24 and len(split.val) == 9
+    assert tl.is_split_folder(tmp_path / "split")
+    assert not tl.is_split_folder(tmp_path / "flat")
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope does not exist"):
+        tl.load_image_folder(tmp_path / "nope")
+    with pytest.raises(FileNotFoundError, match="nope does not exist"):
+        tl.scan_folder(tmp_path / "nope")
+
+
+def test_one_class_folder_only(tmp_path):
+    photo_folder(tmp_path / "one", classes=("cats",), n=3)
+    with pytest.raises(ValueError, match=r"1 class folder\(s\) \(\['cats'\]\)"):
+        tl.load_image_folder(tmp_path / "one")
+
+
+def test_empty_class_folder(tmp_path):
+    root = photo_folder(tmp_path / "photos", classes=("cats", "coffee"), n=3)
+    (root / "rocket").mkdir()
+    (root / "rocket" / "notes.txt").write_text("no images here")
+    with pytest.raises(ValueError, match="rocket hold no images"):
+        tl.load_image_folder(root)
+
+
+def test_train_and_val_with_different_classes(tmp_path):
+    root = split_folder(tmp_path / "split")
+    shutil.rmtree(root / "val" / "rocket")
+    photo_folder(root / "val", classes=("astronaut",), n=3)
+    with pytest.raises(ValueError, match="different class folders"):
+        tl.load_image_folder(root)
+
+
+def test_unreadable_and_truncated_images_are_named_and_skipped(tmp_path):
+    root = photo_folder(tmp_path / "photos", classes=("cats", "coffee"), n=5)
+    (root / "cats" / "garbage.jpg").write_bytes(b"not an image at all")
+    good = (root / "coffee" / "0.jpg").read_bytes()
+    (root / "coffee" / "cut.jpg").write_bytes(good[: len(good) // 2])
+    with pytest.warns(UserWarning, match="2 unreadable") as caught:
+        data = tl.load_image_folder(root, val_fraction=0.4)
+    message = str(caught[0].message)
+    assert "garbage.jpg" in message and "cut.jpg" in message
+    assert len(data.train) + len(data.val) == 10  # every good image kept
+    for i in range(len(data.train)):
+        data.train[i]  # and every kept one decodes
+    scan = tl.scan_folder(root)
+    assert sorted(p.rsplit("/", 1)[-1] for p in scan.unreadable) == [
+        "cut.jpg",
+        "garbage.jpg",
+    ]
+
+
+def test_scan_counts_modes_small_images_and_duplicates(tmp_path):
+    root = split_folder(tmp_path / "split", classes=("cats", "coffee"))
+    write_image(root / "train" / "cats" / "gray.png", (90, 90, 90), (80, 80), "L")
+    write_image(root / "train" / "cats" / "tiny.png", (200, 10, 10), (20, 20))
+    write_image(root / "train" / "coffee" / "pal.gif", (10, 10, 200), (80, 80), "P")
+    shutil.copy(root / "train" / "cats" / "0.jpg", root / "val" / "cats" / "leak.jpg")
+    (root / "train" / "cats" / "README.md").write_text("not an image")
+    scan = tl.scan_folder(root)
+    assert scan.layout == "split" and scan.classes == ["cats", "coffee"]
+    assert scan.counts["train"] == {"cats": 10, "coffee": 9}
+    assert scan.counts["val"] == {"cats": 4, "coffee": 3}
+    assert scan.modes["L"] == 1 and scan.modes["P"] == 1
+    assert [p.rsplit("/", 1)[-1] for p in scan.small] == ["tiny.png"]
+    assert scan.ignored == 1
+    assert len(scan.across_splits) == 1 and "leak.jpg" in " ".join(
+        scan.across_splits[0]
+    )
+    assert scan.imbalance == pytest.approx(14 / 12)
+
+
+def test_similarity_from_the_stage_curve():
+    rising = [0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.95]
+    assert _similarity(rising, 0.02, 0.1)[0] is True
+    peaked = [0.5, 0.7, 0.9, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7]
+    similar, why = _similarity(peaked, 0.02, 0.9)
+    assert similar is False and "stage 3" in why
+    flat = [0.9] * 9  # the curve says nothing: the ImageNet head decides
+    assert _similarity(flat, 0.02, 0.9)[0] is True
+    assert _similarity(flat, 0.02, 0.2)[0] is False
+
+
+def test_noise_is_paired_and_shrinks_with_more_images():
+    def pattern(n):  # the best stage is right on every image, the final stage on 70%
+        final = np.arange(n) % 10 < 7
+        return np.stack([np.ones(n, dtype=bool), final])
+
+    few, many = _noise(pattern(20)), _noise(pattern(2000))
+    d = pattern(20)[0].astype(float) - pattern(20)[1]
+    assert few == pytest.approx(2 * d.std(ddof=1) / np.sqrt(20))
+    assert many < few / 5
+    same = np.ones((2, 50), dtype=bool)  # identical stages: only the floor remains
+    assert _noise(same) == MARGIN
+
+
+def test_diagnose_measures_a_folder(tmp_path, tmp_cache):
+    root = photo_folder(tmp_path / "photos", n=10)
+    result = tl.diagnose(root, image_size=64, progress=False)
+    assert len(result.stage_accuracy) == 9
+    assert result.stage_accuracy[result.best_stage] == max(result.stage_accuracy)
+    # three different photos, cropped: the best probe tells them apart on validation
+    assert result.val_accuracy >= 0.9, result.val_accuracy
+    assert set(result.per_class_recall) == {"cats", "coffee", "rocket"}
+    assert 0 < result.imagenet_confidence <= 1
+    assert 1 / 3 <= result.imagenet_consistency <= 1
+    assert result.recommendation.size == "small"  # 8 training images per class
+    assert result.train_strategy in tl.project.TRAIN_STRATEGIES
+    assert result.seconds_per_epoch > 0
+    report = result.report()
+    assert "case" in report and "cats 10" in report
+    fig = result.plot()
+    assert len(fig.axes) == 2
+
+
+def test_diagnose_on_a_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        tl.diagnose(tmp_path / "nope")

@@ -1,0 +1,191 @@
+"""Save a trained model in one self-contained file, load it safely, export it (chapter 5).
+
+A checkpoint is one file written with ``torch.save``: a dict of the weights (tensors) and
+a JSON string of plain metadata (architecture name, class names, preprocessing, training
+history). It is read back with ``torch.load(weights_only=True)``, which refuses arbitrary
+pickled objects, so opening a checkpoint never runs code. It loads on a CPU when it was
+trained on a GPU, and needs nothing but tlutils (for the architecture) to rebuild the
+model. :func:`export_model` writes a ``torch.export`` program (``.pt2``) that runs with
+PyTorch alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data import create_transform
+from .models import create_model, data_config
+
+__all__ = [
+    "FORMAT",
+    "TrainedModel",
+    "trained_model",
+    "save_model",
+    "load_model",
+    "export_model",
+    "load_exported",
+]
+
+FORMAT = "tlutils-model"
+"""The tag that marks a checkpoint written by :func:`save_model`."""
+VERSION = 1
+
+
+@dataclass
+class TrainedModel:
+    """A classifier with what is needed to use it: class names and preprocessing (chapter 5)."""
+
+    model: nn.Module
+    classes: list[str]
+    architecture: str
+    preprocessing: dict[str, Any]  # data_config of the model plus "image_size"
+    history: dict[str, Any] = field(default_factory=dict)
+
+    def transform(self):
+        """The evaluation transform the model was trained with (chapter 5)."""
+        config = {k: v for k, v in self.preprocessing.items() if k != "image_size"}
+        return create_transform(config, image_size=self.preprocessing["image_size"])
+
+
+def trained_model(
+    model: nn.Module,
+    classes: list[str],
+    architecture: str,
+    image_size: int,
+    history: Any = None,
+) -> TrainedModel:
+    """Bundle a trained model with its class names, preprocessing and history (chapter 5)."""
+    preprocessing = {**data_config(model), "image_size": int(image_size)}
+    preprocessing = json.loads(json.dumps(preprocessing))  # tuples become lists
+    if dataclasses.is_dataclass(history):
+        history = dataclasses.asdict(history)
+    return TrainedModel(
+        model, list(classes), architecture, preprocessing, history or {}
+    )
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    """Write ``obj`` to a temporary file, check that it loads back, then rename it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        torch.load(tmp, map_location="cpu", weights_only=True)  # it reads back, safely
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def save_model(trained: TrainedModel, path: str | Path) -> Path:
+    """Write weights, class names, preprocessing, architecture and history to one file (chapter 5).
+
+    The file is written atomically: an interrupted save never leaves a half-written file.
+    """
+    meta = {
+        "format": FORMAT,
+        "version": VERSION,
+        "architecture": trained.architecture,
+        "classes": trained.classes,
+        "preprocessing": trained.preprocessing,
+        "history": trained.history,
+    }
+    weights = {k: v.detach().cpu() for k, v in trained.model.state_dict().items()}
+    path = Path(path)
+    _atomic_save({"meta": json.dumps(meta), "state_dict": weights}, path)
+    return path
+
+
+def _read(path: Path) -> tuple[dict, dict]:
+    """The metadata and weights of a checkpoint, or an error that says what is wrong."""
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {path} does not exist. Check the path.")
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+        meta = json.loads(stored["meta"])
+        weights = stored["state_dict"]
+    except Exception as err:
+        raise ValueError(
+            f"{path} is not a tlutils checkpoint, or it is damaged ({type(err).__name__}: "
+            f"{str(err)[:200]}). Save models with tl.save_model (or `tlutils train`) and "
+            "copy the file again if it was cut short."
+        ) from err
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} is a PyTorch file but not a tlutils checkpoint (no {FORMAT!r} tag). "
+            "Save models with tl.save_model (or `tlutils train`)."
+        )
+    if meta.get("version", 0) > VERSION:
+        raise ValueError(
+            f"{path} was written by a newer tlutils (format version {meta['version']}); "
+            "update tlutils to load it."
+        )
+    return meta, weights
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> TrainedModel:
+    """Load a checkpoint written by :func:`save_model`, on ``device`` (CPU by default) (chapter 5).
+
+    Foreign or damaged files and weights that do not fit the named architecture raise a
+    ``ValueError`` that says so. The model is returned in eval mode.
+    """
+    path = Path(path)
+    meta, weights = _read(path)
+    model = create_model(
+        meta["architecture"], pretrained=False, num_classes=len(meta["classes"])
+    )
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as err:
+        raise ValueError(
+            f"The weights in {path} do not fit architecture {meta['architecture']!r} with "
+            f"{len(meta['classes'])} classes: {str(err)[:300]}"
+        ) from err
+    model.to(device).eval()
+    return TrainedModel(
+        model,
+        meta["classes"],
+        meta["architecture"],
+        meta["preprocessing"],
+        meta["history"],
+    )
+
+
+def export_model(trained: TrainedModel, path: str | Path) -> Path:
+    """Export the model with ``torch.export`` to a ``.pt2`` file that needs only PyTorch (chapter 5).
+
+    The batch size is left free; the image size is the one the model was trained with.
+    Class names and preprocessing go into the file's extra files as JSON.
+    """
+    size = trained.preprocessing["image_size"]
+    model = trained.model.eval().cpu()
+    example = torch.zeros(2, 3, size, size)
+    batch = torch.export.Dim("batch", min=1)
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+    meta = json.dumps({"classes": trained.classes, **trained.preprocessing})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".pt2")
+    os.close(fd)
+    try:
+        torch.export.save(program, tmp, extra_files={"tlutils.json": meta})
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def load_exported(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """Load an exported ``.pt2`` model: ``(module, {"classes", preprocessing...})`` (chapter 5)."""
+    extra = {"tlutils.json": ""}
+    program = torch.export.load(str(path), extra_files=extra)
+    return program.module(), json.loads(extra["tlutils.json"] or "{}")

@@ -1,0 +1,384 @@
+"""Diagnose your own image folder before training: measure which case it is in (chapter 5).
+
+:func:`diagnose` scans a folder (classes, counts, unreadable files, image modes, tiny
+images, duplicate files), extracts the pooled features of every stage of the pretrained
+EfficientNet-Lite0 once (cached), fits a linear probe per stage, and measures how
+ImageNet-like the images are: is the final stage the best one, or a middle one? How sure,
+and how consistent within a class, is the ImageNet head? From these measurements it
+recommends a case and a strategy, with the probe's validation accuracy and an estimate of
+the seconds one epoch of fine-tuning takes on this machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import balanced_accuracy_score, recall_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from .cases import Recommendation, recommend_case
+from .data import (
+    create_transform,
+    is_image_file,
+    is_split_folder,
+    load_image_folder,
+    targets_of,
+)
+from .features import stage_features
+from .models import create_model, data_config, imagenet_classes, replace_head
+from .stages import STAGE_NAMES
+from .train import get_device
+
+__all__ = ["FolderScan", "scan_folder", "Diagnosis", "diagnose"]
+
+SMALL_SIDE = 64
+"""Images whose shorter side has fewer pixels than this are reported as very small."""
+MARGIN = 0.02
+"""Two probe accuracies closer than this are treated as equal (a few images' difference)."""
+
+
+@dataclass
+class FolderScan:
+    """What is in an image folder, read without a model (chapter 5)."""
+
+    root: str
+    layout: str  # "flat" or "split"
+    classes: list[str]
+    counts: dict[str, dict[str, int]]  # {"train"/"val"/"all": {class: images}}
+    unreadable: list[str] = field(default_factory=list)
+    ignored: int = 0  # files that are not images
+    modes: dict[str, int] = field(default_factory=dict)  # PIL mode -> images
+    small: list[str] = field(default_factory=list)
+    duplicates: list[list[str]] = field(default_factory=list)  # same bytes
+    across_splits: list[list[str]] = field(default_factory=list)  # in train and val
+
+    @property
+    def imbalance(self) -> float:
+        """Largest over smallest class count (1.0 = balanced)."""
+        totals = Counter()
+        for part in self.counts.values():
+            totals.update(part)
+        return max(totals.values()) / max(1, min(totals.values()))
+
+
+def _inspect(path: Path) -> tuple[str, tuple[int, int]] | None:
+    """The mode and size of a fully decodable image, or None."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.mode, img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
+
+
+def scan_folder(folder: str | Path) -> FolderScan:
+    """Read every file of a flat or pre-split class folder once, without a model (chapter 5)."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"Image folder {root} does not exist. Check the path.")
+    parts = ["train", "val"] if is_split_folder(root) else [""]
+    counts: dict[str, dict[str, int]] = {}
+    modes, hashes = Counter(), defaultdict(list)
+    unreadable, small, ignored = [], [], 0
+    for part in parts:
+        base = root / part if part else root
+        classes = sorted(d.name for d in base.iterdir() if d.is_dir())
+        counts[part or "all"] = {}
+        for name in classes:
+            n = 0
+            for file in sorted(p for p in (base / name).iterdir() if p.is_file()):
+                if not is_image_file(file.name):
+                    ignored += 1
+                    continue
+                seen = _inspect(file)
+                if seen is None:
+                    unreadable.append(str(file))
+                    continue
+                n += 1
+                modes[seen[0]] += 1
+                if min(seen[1]) < SMALL_SIDE:
+                    small.append(str(file))
+                hashes[hashlib.sha256(file.read_bytes()).hexdigest()].append(file)
+            counts[part or "all"][name] = n
+    groups = [[str(f) for f in g] for g in hashes.values() if len(g) > 1]
+    across = [
+        g for g in groups if len({Path(f).relative_to(root).parts[0] for f in g}) > 1
+    ]
+    across = across if parts != [""] else []
+    all_classes = sorted({c for part in counts.values() for c in part})
+    return FolderScan(
+        str(root), "split" if parts != [""] else "flat", all_classes, counts,
+        unreadable, ignored, dict(modes), small, groups, across,
+    )  # fmt: skip
+
+
+@dataclass
+class Diagnosis:
+    """Measurements of a folder and the recommendation made from them (chapter 5)."""
+
+    scan: FolderScan
+    image_size: int
+    stage_accuracy: list[float]  # probe per stage, on a split of the training part
+    noise: float  # accuracies closer than this are within noise
+    best_stage: int
+    val_accuracy: float  # the best stage's probe, trained on train, scored on val
+    val_balanced_accuracy: float
+    per_class_recall: dict[str, float]
+    imagenet_confidence: float  # mean max probability of the ImageNet head
+    imagenet_consistency: float  # mean share of a class's most common ImageNet top-1
+    imagenet_top: dict[str, str]  # each class's most common ImageNet top-1
+    similar: bool
+    evidence: str
+    recommendation: Recommendation
+    train_strategy: str  # what `tlutils train` will run
+    seconds_per_epoch: float  # estimated fine-tuning time of one epoch here
+    device: str
+
+    def report(self) -> str:
+        """A short markdown report of the measurements and the recommendation (chapter 5)."""
+        return _report(self)
+
+    def plot(self):
+        """The stage curve and the class counts, side by side (chapter 5)."""
+        return _plot(self)
+
+
+def _probe():
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+
+
+def _stage_correct(
+    feats: dict[int, torch.Tensor], y: np.ndarray, seed: int
+) -> np.ndarray:
+    """Which training images each stage's probe gets right, out of fold: [stages, images].
+
+    Stratified k-fold cross-validation on the training part (up to 4 folds), so every
+    training image is scored once and the validation part is never looked at.
+    """
+    smallest = min(Counter(y.tolist()).values())
+    if smallest < 2:
+        raise ValueError(
+            "Every class needs at least 2 training images to diagnose the folder; add "
+            "images to the smallest class."
+        )
+    folds = StratifiedKFold(min(4, smallest), shuffle=True, random_state=seed)
+    correct = np.zeros((len(feats), len(y)), dtype=bool)
+    for k, stage in enumerate(sorted(feats)):
+        x = feats[stage].numpy()
+        for inner, held in folds.split(x, y):
+            probe = _probe().fit(x[inner], y[inner])
+            correct[k, held] = probe.predict(x[held]) == y[held]
+    return correct
+
+
+def _imagenet_head(model, final: torch.Tensor, y: np.ndarray, classes: list[str]):
+    """Mean confidence, within-class consistency and each class's commonest top-1."""
+    with torch.no_grad():
+        probs = model.get_classifier()(final).softmax(1)
+    top1 = probs.argmax(1).numpy()
+    names = imagenet_classes()
+    shares, common = [], {}
+    for c, name in enumerate(classes):
+        label, n = Counter(top1[y == c].tolist()).most_common(1)[0]
+        shares.append(n / int((y == c).sum()))
+        common[name] = names[label]
+    return float(probs.max(1).values.mean()), float(np.mean(shares)), common
+
+
+def _noise(correct: np.ndarray) -> float:
+    """Two stages' probe accuracies closer than this are within noise (chapter 5).
+
+    Twice the standard error of the per-image difference (paired: the same images) between
+    the best stage and the final one (or the worst one, when the final stage is the best),
+    and at least :data:`MARGIN`.
+    """
+    curve = correct.mean(1)
+    best = int(curve.argmax())
+    other = len(curve) - 1 if best != len(curve) - 1 else int(curve.argmin())
+    diff = correct[best].astype(float) - correct[other]
+    if len(diff) < 2:
+        return 1.0
+    return max(MARGIN, float(2 * diff.std(ddof=1) / np.sqrt(len(diff))))
+
+
+def _similarity(
+    curve: list[float], noise: float, consistency: float
+) -> tuple[bool, str]:
+    """Is the data ImageNet-like? The stage curve decides; the head where the curve is flat."""
+    best, final = max(curve), curve[-1]
+    if best - min(curve) < noise:
+        similar = consistency >= 0.5
+        return similar, (
+            "the stage curve is flat (within noise), so it says nothing; the ImageNet "
+            f"head gives {'a consistent' if similar else 'no consistent'} label within "
+            "classes"
+        )
+    if final >= best - noise:
+        return (
+            True,
+            "the final stage is (within noise) the best: ImageNet-like features",
+        )
+    stage = int(np.argmax(curve))
+    return False, (
+        f"a middle stage ({STAGE_NAMES[stage]}) beats the final one by more than the "
+        "noise: the most ImageNet-specific features help less, so the data differ"
+    )
+
+
+def _epoch_seconds(
+    model, n_train: int, image_size: int, device, batch_size: int = 32, batches: int = 1
+) -> float:
+    """Seconds per epoch of fine-tuning: training steps at the training batch size, timed
+    after a first, untimed one, times the number of steps in an epoch (chapter 5).
+
+    On a CPU a step's time hardly grows with the batch, so the batch size matters."""
+    model = model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), 1e-4)
+    size = min(batch_size, n_train)
+    x = torch.randn(size, 3, image_size, image_size, device=device)
+    y = torch.zeros(size, dtype=torch.long, device=device)
+    times = []
+    for _ in range(batches + 1):
+        start = time.perf_counter()
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return float(np.mean(times[1:]) * -(-n_train // size))
+
+
+def diagnose(
+    folder: str | Path,
+    image_size: int = 160,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> Diagnosis:
+    """Measure a folder of your images and recommend what to train (chapter 5).
+
+    The stage with the best linear probe is chosen by cross-validation on the training
+    part and reported on the validation part (balanced accuracy and per-class recall too).
+    Features are cached, so a second call is fast. See the module's docstring.
+    """
+    device = torch.device(device) if device is not None else get_device()
+    scan = scan_folder(folder)
+    model = create_model().eval()
+    tf = create_transform(data_config(model), image_size=image_size)
+    data = load_image_folder(folder, tf, tf, seed=seed)
+    kw = {"device": device, "progress": progress}
+    train_f, ytr = stage_features(model, data.train, **kw)
+    val_f, yva = stage_features(model, data.val, **kw)
+    ytr, yva = ytr.numpy(), yva.numpy()
+    correct = _stage_correct(train_f, ytr, seed)
+    curve = correct.mean(1).tolist()
+    best = len(curve) - 1 - int(np.argmax(curve[::-1]))  # ties: the deeper stage
+    probe = _probe().fit(train_f[best].numpy(), ytr)
+    pred = probe.predict(val_f[best].numpy())
+    recall = recall_score(yva, pred, labels=range(len(data.classes)), average=None)
+    conf, consistency, top = _imagenet_head(model, train_f[8], ytr, data.classes)
+    noise = _noise(correct)
+    similar, evidence = _similarity(curve, noise, consistency)
+    per_class = min(Counter(targets_of(data.train)).values())
+    rec = recommend_case(per_class, similar)
+    seconds = _epoch_seconds(
+        replace_head(model, len(data.classes)), len(ytr), image_size, device
+    )
+    return Diagnosis(
+        scan, image_size, curve, noise, best, float((pred == yva).mean()),
+        float(balanced_accuracy_score(yva, pred)),
+        dict(zip(data.classes, map(float, recall), strict=True)),
+        conf, consistency, top, similar, evidence, rec,
+        "linear_probe" if rec.case == 1 else "fine_tune", seconds, str(device),
+    )  # fmt: skip
+
+
+def _scan_lines(scan: FolderScan) -> list[str]:
+    lines = [f"- layout: {scan.layout}; classes: {', '.join(scan.classes)}"]
+    for part, counts in scan.counts.items():
+        shown = ", ".join(f"{c} {n}" for c, n in counts.items())
+        lines.append(f"- images ({part}): {shown}")
+    lines.append(f"- imbalance (largest / smallest class): {scan.imbalance:.1f}")
+    total = sum(scan.modes.values())
+    gray = sum(n for m, n in scan.modes.items() if m in ("L", "LA", "1", "I", "F"))
+    alpha = sum(n for m, n in scan.modes.items() if m in ("RGBA", "P", "PA"))
+    lines.append(
+        f"- grayscale {gray / total:.0%}, RGBA or palette {alpha / total:.0%} "
+        "(all converted to RGB)"
+    )
+    for label, items in [
+        ("unreadable files (skipped; delete or replace them)", scan.unreadable),
+        (f"very small images (< {SMALL_SIDE} px)", scan.small),
+        ("groups of identical files", scan.duplicates),
+        ("identical files in both train and val (remove one copy)", scan.across_splits),
+    ]:
+        if items:
+            shown = "; ".join(map(str, items[:5])) + (" ..." if len(items) > 5 else "")
+            lines.append(f"- {len(items)} {label}: {shown}")
+    if scan.ignored:
+        lines.append(f"- {scan.ignored} files that are not images were ignored")
+    return lines
+
+
+def _report(d: Diagnosis) -> str:
+    rec = d.recommendation
+    lines = [f"# Diagnosis of {d.scan.root}", "", "## The folder", *_scan_lines(d.scan)]
+    lines += [
+        "",
+        f"## Linear probes per stage ({d.image_size} px; cross-validated on the training "
+        f"images; noise {d.noise:.3f})",
+    ]
+    lines += [
+        f"- {STAGE_NAMES[s]}: {a:.3f}{'  <- best' if s == d.best_stage else ''}"
+        for s, a in enumerate(d.stage_accuracy)
+    ]
+    lines.append(
+        f"- best stage on validation: accuracy {d.val_accuracy:.3f}, balanced "
+        f"accuracy {d.val_balanced_accuracy:.3f}"
+    )
+    if d.scan.imbalance > 1.5:
+        lines += [f"  - recall of {c}: {r:.3f}" for c, r in d.per_class_recall.items()]
+    lines += ["", "## Similarity to ImageNet", f"- stage curve: {d.evidence}"]
+    lines.append(
+        f"- ImageNet head: mean confidence {d.imagenet_confidence:.2f}, same top-1 "
+        f"label within a class {d.imagenet_consistency:.0%} of the time"
+    )
+    lines += [f"  - {c}: mostly '{t}'" for c, t in d.imagenet_top.items()]
+    lines += ["", "## Recommendation"]
+    lines.append(
+        f"- case {rec.case} ({rec.size}, {rec.similarity}): {rec.advice} "
+        f"`tlutils train` will run: {d.train_strategy}."
+    )
+    lines.append(
+        f"- a linear probe already reaches {d.val_accuracy:.3f} on validation; one "
+        f"epoch of fine-tuning takes about {d.seconds_per_epoch:.0f} s on {d.device}."
+    )
+    return "\n".join(lines)
+
+
+def _plot(d: Diagnosis):
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    left.plot(range(len(d.stage_accuracy)), d.stage_accuracy, "o-")
+    left.plot([d.best_stage], [d.stage_accuracy[d.best_stage]], "r*", ms=14)
+    left.set(xlabel="stage", ylabel="probe accuracy", title="Linear probe per stage")
+    left.set_xticks(range(len(d.stage_accuracy)))
+    totals = Counter()
+    for part in d.scan.counts.values():
+        totals.update(part)
+    right.barh(list(totals), list(totals.values()))
+    right.set(xlabel="images", title="Images per class")
+    fig.tight_layout()
+    return fig
