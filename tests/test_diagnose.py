@@ -1,10 +1,12 @@
 """Loading and diagnosing your own folder: layouts, bad input, measurements (chapter 5)."""
 
+import json
 import shutil
 
 import matplotlib
 import numpy as np
 import pytest
+import torch
 from helpers import photo_folder, write_image
 
 import tlutils as tl
@@ -145,3 +147,16 @@ def test_diagnose_measures_a_folder(tmp_path, tmp_cache):
 def test_diagnose_on_a_missing_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         tl.diagnose(tmp_path / "nope")
+
+
+def test_step_time_is_measured_once_per_machine_and_size(tmp_cache):
+    from tlutils.diagnosis import _epoch_seconds
+
+    model = tl.create_model(num_classes=2)
+    cpu = torch.device("cpu")
+    first = _epoch_seconds(model, n_train=40, image_size=32, device=cpu)
+    stored = json.loads((tl.data.cache_dir() / "step_seconds.json").read_text())
+    assert len(stored) == 1 and first == pytest.approx(list(stored.values())[0] * 2)
+    assert _epoch_seconds(model, n_train=40, image_size=32, device=cpu) == first
+    (tl.data.cache_dir() / "step_seconds.json").write_text("{damaged")
+    assert _epoch_seconds(model, n_train=40, image_size=32, device=cpu) > 0
