@@ -35,6 +35,9 @@ def test_save_load_round_trip_on_cpu(trained, tmp_path):
     # the saved preprocessing rebuilds the evaluation transform
     assert repr(loaded.transform()) == repr(trained.transform())
     assert not list(tmp_path.glob(".*tmp"))  # the atomic write left no temporary file
+    # the history comes back as a History (the extra "report" key of training is dropped)
+    loaded.history["report"] = "per-class report"
+    assert loaded.fit_history() == tl.History([1.0])
 
 
 def test_a_gpu_checkpoint_loads_on_the_cpu(trained, tmp_path):

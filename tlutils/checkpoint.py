@@ -24,6 +24,7 @@ from torch import nn
 
 from .data import create_transform
 from .models import create_model, data_config
+from .train import History
 
 __all__ = [
     "FORMAT",
@@ -54,6 +55,12 @@ class TrainedModel:
         """The evaluation transform the model was trained with (chapter 5)."""
         config = {k: v for k, v in self.preprocessing.items() if k != "image_size"}
         return create_transform(config, image_size=self.preprocessing["image_size"])
+
+    def fit_history(self) -> History:
+        """The per-epoch training record as a :class:`tlutils.History`, e.g. for
+        :func:`tlutils.plot_history` (chapter 5)."""
+        names = {f.name for f in dataclasses.fields(History)}
+        return History(**{k: v for k, v in self.history.items() if k in names})
 
 
 def trained_model(
