@@ -199,3 +199,153 @@ def test_load_cell_data_gives_both_notebooks_the_same_subsets(tmp_path, monkeypa
     assert (len(full.large), len(full.val), full.image_size) == (27, 12, 32)
     x, _ = cell.val[0]
     assert tuple(x.shape) == (3, 64, 64)
+    # The same images at another size, for chapter 3's size test.
+    resized, rows = cases.resized_cell(cell, config, image_size=32, per_class=4)
+    assert len(resized.large) == 12 and resized.image_size == 32
+    assert [cell.large.indices[r] for r in rows] == list(resized.large.indices)
+    assert list(resized.val.indices) == list(cell.val.indices)
+    assert tuple(resized.large[0][0].shape) == (3, 32, 32)
+    assert all(len(d) == 6 for d in resized.small.values())
+
+
+def test_probe_head_is_the_linear_probe() -> None:
+    """The warmed-up head predicts what tl.linear_probe_accuracy's probe predicts."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 20)
+    x = rng.normal(size=(60, 8)) + y[:, None] * rng.normal(size=8) + 5.0
+    xv = rng.normal(size=(30, 8)) + np.repeat(np.arange(3), 10)[:, None]
+    yv = np.repeat(np.arange(3), 10)
+    head = cases.probe_head(x, y)
+    with torch.no_grad():
+        pred = head(torch.as_tensor(xv, dtype=torch.float32)).argmax(1).numpy()
+    assert np.isclose((pred == yv).mean(), tl.linear_probe_accuracy(x, y, xv, yv))
+    two = cases.probe_head(x[:40], y[:40])  # two classes: two logits
+    assert two.out_features == 2
+
+
+class _Labels(torch.utils.data.Dataset):
+    """A dataset of labels only (no images), enough for the row bookkeeping."""
+
+    def __init__(self, targets: list[int]) -> None:
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, i: int):
+        return torch.zeros(1), self.targets[i]
+
+
+def _tiny_cell() -> cases.CellData:
+    from torch.utils.data import Subset
+
+    data = _Labels([0] * 60 + [1] * 60)
+    large = Subset(data, list(range(0, 120, 2)) + list(range(1, 120, 2)))
+    return cases.CellData("eurosat", ["a", "b"], 64, large, data, {}, large)
+
+
+def test_choose_stage_scores_on_held_out_training_rows() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(2), 30)
+    good = torch.as_tensor(y[:, None] * 3.0 + rng.normal(size=(60, 4)))
+    noise = torch.as_tensor(rng.normal(size=(60, 4)))
+    fit, held = np.arange(0, 60, 2), np.arange(1, 60, 2)
+    stage, scores = cases.choose_stage({3: noise, 5: good}, y, fit, held, [3, 5])
+    assert stage == 5 and scores[5] > scores[3] and set(scores) == {3, 5}
+    # A stage that is only good on rows outside fit and held cannot be chosen.
+    tricky = noise.clone()
+    tricky[:2] = 100.0
+    stage, _ = cases.choose_stage({3: tricky, 5: good}, y, fit[1:], held[1:], [3, 5])
+    assert stage == 5
+
+
+def test_selection_split_keeps_to_training_rows(tmp_path, monkeypatch) -> None:
+    import numpy as np
+
+    monkeypatch.setenv("TLUTILS_CACHE", str(tmp_path))
+    cell = _tiny_cell()
+    y = np.asarray(tl.targets_of(cell.large))
+    fit, held = cases.selection_split(cell, y, "large")
+    assert not set(fit) & set(held) and len(fit) + len(held) == len(y)
+    fit, held = cases.selection_split(cell, y, "small")
+    assert not set(fit) & set(held)
+    assert np.bincount(y[fit]).tolist() == [cases.N_SMALL] * 2
+    assert np.bincount(y[held]).tolist() == [30] * 2
+    with pytest.raises(ValueError, match="small' or 'large"):
+        cases.selection_split(cell, y, "medium")
+
+
+def test_compare_names_a_winner_only_beyond_the_spread() -> None:
+    sure = cases.compare([0.80, 0.82, 0.84], [0.70, 0.71, 0.72])
+    assert sure.verdict == "a" and abs(sure.margin - 0.10) < 1e-9
+    assert cases.compare([0.70, 0.71, 0.72], [0.80, 0.82, 0.84]).verdict == "b"
+    # One seed disagrees: within noise, whatever the mean says.
+    assert cases.compare([0.9, 0.9, 0.7], [0.8, 0.8, 0.8]).verdict == "within noise"
+    # Two deterministic arms a few images apart on 100 validation images: noise.
+    assert cases.compare(0.91, 0.90, n_val=100).verdict == "within noise"
+    assert cases.compare(0.91, 0.90).verdict == "a"
+    with pytest.raises(ValueError, match="seed by seed"):
+        cases.compare([0.1, 0.2], [0.1, 0.2, 0.3])
+
+
+def test_top_stages() -> None:
+    assert cases.top_stages(0) == [] and cases.top_stages(2) == [7, 8]
+    assert cases.top_stages(9) == list(range(9))
+    with pytest.raises(ValueError, match="from 0 to 9"):
+        cases.top_stages(10)
+
+
+def test_cached_maps_and_train_top(lite0_pretrained, tmp_path, monkeypatch) -> None:
+    """One pass caches pooled features and bottom maps; the top on the maps is the model."""
+    import numpy as np
+
+    monkeypatch.setenv("TLUTILS_CACHE", str(tmp_path))
+    images = torch.randn(6, 3, 64, 64)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    dataset = torch.utils.data.TensorDataset(images, labels)
+    net = cases._StagesAndMaps(lite0_pretrained, (5, 6))
+    flat = net(images)
+    channels = tl.stages.stage_channels(lite0_pretrained)
+    assert flat.shape[1] == sum(channels) + 112 * 4 * 4 + 192 * 2 * 2
+    pooled_final = flat[:, sum(channels[:8]) : sum(channels)]
+    maps5 = flat[:, sum(channels) : sum(channels) + 112 * 16].reshape(-1, 112, 4, 4)
+    head = cases.probe_head(pooled_final.numpy(), labels.numpy())
+    top = cases.train_top(lite0_pretrained, 5, maps5, labels, head, [], 1, 1e-4)
+    model = tl.replace_head(
+        tl.create_model(pretrained=True), 3, head=torch.nn.Linear(1280, 3)
+    )
+    model.classifier.load_state_dict(head.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(top(maps5), model.eval()(images), atol=1e-3)
+    assert cases.top_accuracy(top, maps5, labels) == (
+        (model(images).argmax(1) == labels).float().mean().item()
+    )
+    trained = cases.train_top(
+        lite0_pretrained, 5, maps5, labels, head, [7, 8], 1, 1e-3, seed=0
+    )
+    again = cases.train_top(
+        lite0_pretrained, 5, maps5, labels, head, [7, 8], 1, 1e-3, seed=0
+    )
+    w = trained.state_dict()["blocks.6.0.conv_pw.weight"]
+    assert torch.equal(w, again.state_dict()["blocks.6.0.conv_pw.weight"])
+    assert not torch.equal(
+        w, lite0_pretrained.state_dict()["blocks.6.0.conv_pw.weight"]
+    )
+    assert torch.equal(  # stage 6 stayed frozen
+        trained.state_dict()["blocks.5.0.conv_pw.weight"],
+        lite0_pretrained.state_dict()["blocks.5.0.conv_pw.weight"],
+    )
+    with pytest.raises(ValueError, match="above the cached bottom"):
+        cases.train_top(lite0_pretrained, 6, maps5, labels, head, [6, 7], 1, 1e-3)
+    assert np.asarray(dataset.tensors[1]).shape == (6,)
+
+
+def test_recommend_case_carries_the_measured_verdict() -> None:
+    measured = {2: "measured: fine-tune beats the probe"}
+    assert cases.recommend_case(10, False, measured=measured).measured == measured[2]
+    assert cases.recommend_case(10, True, measured=measured).measured == ""
+    assert cases.recommend_case(10, True).measured == ""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -29,10 +30,21 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from .data import create_transform, load_dataset, subsample_per_class
-from .features import stage_features
-from .models import create_model, freeze
-from .stages import body_to_stage, stage_channels
+from .data import (
+    create_transform,
+    load_dataset,
+    stratified_split,
+    subsample_per_class,
+)
+from .features import extract_features, linear_probe_accuracy, stage_features
+from .models import create_model, freeze, replace_head
+from .stages import (
+    NUM_STAGES,
+    body_to_stage,
+    split_at_stage,
+    stage_channels,
+    stage_outputs,
+)
 
 __all__ = [
     "Strategy",
@@ -50,6 +62,19 @@ __all__ = [
     "CellData",
     "load_cell_data",
     "cell_stage_features",
+    "UPSAMPLED_SIZE",
+    "N_RESIZED",
+    "MAP_STAGES",
+    "choose_stage",
+    "probe_head",
+    "top_stages",
+    "FINE_TUNE_DECAY",
+    "train_top",
+    "resized_cell",
+    "selection_split",
+    "Comparison",
+    "compare",
+    "top_accuracy",
 ]
 
 Strategy = Literal["linear_probe", "cut_probe", "fine_tune", "scratch"]
@@ -69,32 +94,42 @@ class Recommendation:
     similarity: str  # "similar" or "different"
     strategy: Strategy
     advice: str
+    measured: str = ""  # what chapter 3 measured for this case, where it was passed in
 
 
 _ADVICE = {
     1: (
         "linear_probe",
-        "Freeze the pretrained body, replace the last layer, train only the new head.",
+        "Freeze the pretrained body, replace the last layer, train only the new head. "
+        "With this little data, fine-tuning rarely pays (chapter 3 measures it).",
     ),
     2: (
         "cut_probe",
-        "Keep only the first, more generic stages of the body (cut it early), add pooling and a new head, "
-        "train the head. Compare a few cut points on validation data.",
+        "Probe the pooled features of every stage and keep the stage that scores best on "
+        "a split of your training images (never on validation); the middle stages often "
+        "beat the final ones by a few points. If your images are small, try a larger "
+        "input size too.",
     ),
     3: (
         "fine_tune",
-        "New head, body initialised from the pretrained weights, fine-tune the whole network.",
+        "Start with the linear probe, then fine-tune with the recipe (warm-up, small "
+        "rates, chapter 4); keep it only if it beats the probe on held-out training "
+        "images; the two can be within noise of each other (chapter 3 measures it).",
     ),
     4: (
         "fine_tune",
-        "Fine-tune the whole network from the pretrained weights, and compare with training from scratch "
-        "if you have the data and compute.",
+        "Compare a frozen cut in the middle with fine-tuning (the recipe), choosing on "
+        "held-out training images. Training from scratch needs far more compute: at "
+        "the recipe's compute it lost by far in chapter 3.",
     ),
 }
 
 
 def recommend_case(
-    images_per_class: int, similar: bool, small_max_per_class: int = SMALL_MAX_PER_CLASS
+    images_per_class: int,
+    similar: bool,
+    small_max_per_class: int = SMALL_MAX_PER_CLASS,
+    measured: dict[int, str] | None = None,
 ) -> Recommendation:
     """The case (1-4) and strategy the rule of thumb suggests (chapter 3).
 
@@ -102,6 +137,9 @@ def recommend_case(
     smallest class counts); ``similar`` says whether the images *and labels* are like
     ImageNet's (photos of everyday objects, animals, plants), not whether pixel statistics
     match. A dataset with fewer than ``small_max_per_class`` images per class is "small".
+    ``measured`` maps a case to what a measurement found (chapter 3's notebook passes its
+    verdicts); the recommendation carries it next to the rule's advice, so that where the
+    two disagree the reader sees both.
     """
     if isinstance(images_per_class, bool) or not isinstance(
         images_per_class, (numbers.Integral, float)
@@ -143,6 +181,7 @@ def recommend_case(
         similarity="similar" if similar else "different",
         strategy=strategy,
         advice=advice,
+        measured=(measured or {}).get(case, ""),
     )
 
 
@@ -221,9 +260,9 @@ def plot_decision_guide(highlight: dict[int, str] | None = None):
     }
     recipes = {
         1: "freeze the body\nreplace the last layer\ntrain the new head",
-        2: "cut the body early\n(more generic features)\n+ pooling + new head",
-        3: "new head, pretrained body\nfine-tune everything\n(small learning rate)",
-        4: "fine-tune everything\nor train from scratch:\ncompare both",
+        2: "cut the body earlier\n(choose the stage on\ntraining data) + new head",
+        3: "probe first, then\nfine-tune with the recipe\n(warm-up, small rates)",
+        4: "fine-tune with the recipe\nor cut in the middle;\nscratch needs far more",
     }
     colors = {1: "#cfe8cf", 2: "#fde2c4", 3: "#cde0f5", 4: "#e6d5f0"}
     # x: similarity (similar left, different right); y: size (large top, small bottom)
@@ -281,12 +320,21 @@ IMAGE_SIZE: dict[str, int] = {"flowers": 128, "eurosat": 64}
 """Input size per dataset in chapter 3 (EuroSAT tiles are 64 px; flowers downscaled)."""
 N_SMALL = 10
 """Images per class of a small training set (chapter 3)."""
-N_LARGE = 200
-"""Images per class of the large training set on a CPU (chapter 3; all with ``full``)."""
+N_LARGE = 300
+"""Images per class of the large training set on a CPU (chapter 3; all with ``full``).
+
+Three times the course's line between small and large (:data:`SMALL_MAX_PER_CLASS`)."""
 N_VAL = 50
 """Validation images per class on a CPU (chapter 3; the whole split with ``full``)."""
 SMALL_DRAWS: tuple[int, ...] = (0, 1, 2, 3, 4)
 """Seeds of the random draws of the small training set (chapter 3)."""
+UPSAMPLED_SIZE = 128
+"""The second input size of EuroSAT (native 64 px, upsampled to this) in chapter 3."""
+N_RESIZED = 100
+"""Images per class of the EuroSAT subset measured at both input sizes (chapter 3)."""
+MAP_STAGES: tuple[int, ...] = (5, 6)
+"""Stages whose feature maps :func:`cell_stage_features` caches: the frozen bottoms
+below the stages that chapter 3 fine-tunes."""
 
 
 @dataclass(frozen=True)
@@ -308,13 +356,18 @@ class CellData:
 
 
 def load_cell_data(
-    name: str, config: dict[str, Any], full: bool = False, image_size: int | None = None
+    name: str,
+    config: dict[str, Any],
+    full: bool = False,
+    image_size: int | None = None,
+    n_large: int | None = None,
 ) -> CellData:
     """Chapter 3's subsets of dataset ``name``: large, small draws, validation (chapter 3).
 
     ``config`` is the model's preprocessing (:func:`tlutils.data_config`). On a CPU
-    (``full=False``) the large set has :data:`N_LARGE` images per class and validation
-    :data:`N_VAL` per class; with ``full=True`` both are the whole splits.
+    (``full=False``) the large set has :data:`N_LARGE` images per class (``n_large``
+    if given) and validation :data:`N_VAL` per class; with ``full=True`` both are the
+    whole splits.
     """
     size = image_size or IMAGE_SIZE[name]
     eval_tf = create_transform(config, image_size=size)
@@ -324,7 +377,7 @@ def load_cell_data(
     if full:
         large, val = Subset(plain.train, range(len(plain.train))), plain.val
     else:
-        large = subsample_per_class(plain.train, N_LARGE, seed=0)
+        large = subsample_per_class(plain.train, n_large or N_LARGE, seed=0)
         val = subsample_per_class(plain.val, N_VAL, seed=0)
     small = {
         seed: subsample_per_class(large, N_SMALL, seed=seed).indices
@@ -341,19 +394,351 @@ def load_cell_data(
     )
 
 
+def resized_cell(
+    cell: CellData, config: dict[str, Any], image_size: int, per_class: int
+) -> tuple[CellData, list[int]]:
+    """A subset of ``cell``'s images at another input size, for a fair size test (chapter 3).
+
+    Takes ``per_class`` images per class of ``cell.large`` (seeded) and the same validation
+    images, resized to ``image_size``. Returns the new cell and ``rows``: the positions of
+    its training images in ``cell.large``, so the features of the same images at the
+    original size are ``features[rows]``. The small draws are drawn afresh from the subset.
+    """
+    rows = subsample_per_class(cell.large, per_class, seed=0).indices
+    eval_tf = create_transform(config, image_size=image_size)
+    plain = load_dataset(cell.name, eval_tf, eval_tf)
+    train_tf = create_transform(config, train=True, image_size=image_size)
+    augmented = load_dataset(cell.name, train_tf)
+    indices = [cell.large.indices[r] for r in rows]
+    large = Subset(plain.train, indices)
+    val_indices = getattr(cell.val, "indices", range(len(cell.val)))
+    val = Subset(plain.val, list(val_indices))
+    small = {
+        seed: subsample_per_class(large, N_SMALL, seed=seed).indices
+        for seed in cell.small
+    }
+    resized = CellData(
+        cell.name,
+        cell.classes,
+        image_size,
+        large,
+        val,
+        small,
+        Subset(augmented.train, indices),
+    )
+    return resized, list(rows)
+
+
+def selection_split(
+    cell: CellData, labels: np.ndarray, size: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``cell.large`` to fit and to score a setting on, never validation (chapter 3).
+
+    A setting (a cut stage, a learning rate) chosen on the validation set that reports
+    the result would flatter it, so chapter 3 chooses on training images. ``size`` is
+    ``"large"``: two thirds of the large set to fit, one third to score. ``"small"``: a
+    separate seeded draw of :data:`N_SMALL` images per class to fit and 30 others to
+    score (ten images per class are too few to tell settings apart).
+    """
+    labels = np.asarray(labels)
+    if size == "large":
+        fit, held = stratified_split(labels.tolist(), val_fraction=1 / 3, seed=0)
+        return np.asarray(fit), np.asarray(held)
+    if size != "small":
+        raise ValueError(f"size must be 'small' or 'large', got {size!r}.")
+    pool = np.asarray(subsample_per_class(cell.large, N_SMALL + 30, seed=100).indices)
+    fit, held = stratified_split(
+        labels[pool].tolist(), val_fraction=30 / (N_SMALL + 30), seed=0
+    )
+    return pool[fit], pool[held]
+
+
+class _StagesAndMaps(nn.Module):
+    """Pooled features of every stage and the flattened maps of ``map_stages``, one pass."""
+
+    def __init__(self, model: nn.Module, map_stages: tuple[int, ...]) -> None:
+        super().__init__()
+        self.model = copy.deepcopy(model)
+        self.model.classifier = nn.Identity()
+        self.register_buffer("map_stages", torch.tensor(sorted(map_stages)))
+        freeze(self)
+        self.eval()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = stage_outputs(self.model, x, list(range(NUM_STAGES)))
+        pooled = [m.mean((2, 3)) for m in maps]
+        kept = [maps[s].flatten(1) for s in self.map_stages.tolist()]
+        return torch.cat(pooled + kept, dim=1)
+
+
 def cell_stage_features(
-    model: nn.Module, cell: CellData, device: torch.device | str | None = None
+    model: nn.Module,
+    cell: CellData,
+    device: torch.device | str | None = None,
+    map_stages: tuple[int, ...] = (),
 ) -> dict[str, Any]:
     """Pooled features of every stage for ``cell``'s large and validation sets (chapter 3).
 
     One cached pass of the frozen body per image (:func:`tlutils.stage_features`). Returns
     ``train`` and ``val`` (lists of per-stage tensors) and ``train_y``, ``val_y`` (arrays).
+    With ``map_stages`` (e.g. :data:`MAP_STAGES`) the same pass also keeps the feature
+    maps of those stages, the cached output of a frozen bottom
+    (:func:`tlutils.stages.split_at_stage`): ``train_maps`` and ``val_maps`` map a stage
+    to a tensor ``(images, channels, height, width)``.
     """
-    train, train_y = stage_features(model, cell.large, device=device, progress=False)
-    val, val_y = stage_features(model, cell.val, device=device, progress=False)
-    return {
-        "train": train,
-        "train_y": np.asarray(train_y),
-        "val": val,
-        "val_y": np.asarray(val_y),
+    if not map_stages:
+        train, train_y = stage_features(
+            model, cell.large, device=device, progress=False
+        )
+        val, val_y = stage_features(model, cell.val, device=device, progress=False)
+        return {
+            "train": train,
+            "train_y": np.asarray(train_y),
+            "val": val,
+            "val_y": np.asarray(val_y),
+        }
+    backbone = _StagesAndMaps(model, tuple(map_stages))
+    size = cell.image_size
+    with torch.no_grad():
+        shapes = [
+            m.shape[1:]
+            for m in stage_outputs(
+                backbone.model, torch.zeros(1, 3, size, size), sorted(map_stages)
+            )
+        ]
+    channels = stage_channels(model)
+    out: dict[str, Any] = {}
+    for split, dataset in [("train", cell.large), ("val", cell.val)]:
+        flat, labels = extract_features(
+            backbone, dataset, device=device, progress=False
+        )
+        sizes = channels + [int(np.prod(s)) for s in shapes]
+        parts = torch.split(flat, sizes, dim=1)
+        out[split] = dict(enumerate(parts[:NUM_STAGES]))
+        out[f"{split}_maps"] = {
+            s: part.reshape(-1, *shape)
+            for s, part, shape in zip(
+                sorted(map_stages), parts[NUM_STAGES:], shapes, strict=True
+            )
+        }
+        out[f"{split}_y"] = np.asarray(labels)
+    return out
+
+
+def choose_stage(
+    features: dict[int, torch.Tensor] | list[torch.Tensor],
+    labels: np.ndarray,
+    fit: np.ndarray,
+    held: np.ndarray,
+    stages: Sequence[int] = range(NUM_STAGES),
+) -> tuple[int, dict[int, float]]:
+    """The cut stage whose linear probe scores best on held-out *training* rows (chapter 3).
+
+    ``features[s]`` are the pooled features of stage ``s`` of the training set; a probe
+    fits on rows ``fit`` and is scored on rows ``held`` (:func:`selection_split`). The
+    validation set is never seen, so it can report the chosen stage's accuracy without
+    bias. Returns the chosen stage (ties go to the later stage) and every stage's score.
+    """
+    y = np.asarray(labels)
+    scores = {
+        s: linear_probe_accuracy(features[s][fit], y[fit], features[s][held], y[held])
+        for s in stages
     }
+    best = max(scores, key=lambda s: (scores[s], s))
+    return best, scores
+
+
+def probe_head(
+    features: torch.Tensor | np.ndarray, labels: np.ndarray, C: float = 1.0
+) -> nn.Linear:
+    """The linear probe as a PyTorch layer: the warm-up of the recipe's head (chapter 3).
+
+    Fits the logistic regression of :func:`tlutils.linear_probe_accuracy` (standardised
+    features, L2 penalty ``C``) and folds the standardisation into an ``nn.Linear``, so
+    the layer's predictions are the probe's. A fine-tune that starts from it starts from
+    the probe (linear probing, then fine-tuning).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels)
+    scaler = StandardScaler().fit(x)
+    clf = LogisticRegression(C=C, max_iter=2000).fit(scaler.transform(x), y)
+    weight, bias = clf.coef_, clf.intercept_
+    if weight.shape[0] == 1:  # two classes: sklearn keeps one row
+        weight, bias = np.vstack([-weight, weight]) / 2, np.r_[-bias, bias] / 2
+    weight = weight / scaler.scale_
+    bias = bias - weight @ scaler.mean_
+    head = nn.Linear(x.shape[1], weight.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+        head.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+    return head
+
+
+def top_stages(k: int) -> list[int]:
+    """The stage numbers of the top ``k`` stages of Lite0, e.g. ``[7, 8]`` for 2 (chapter 3).
+
+    ``k = 0`` is the linear probe (only the head trains), ``k = NUM_STAGES`` the whole body.
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k <= NUM_STAGES:
+        raise ValueError(f"k must be a whole number from 0 to {NUM_STAGES}, got {k!r}.")
+    return list(range(NUM_STAGES - k, NUM_STAGES))
+
+
+FINE_TUNE_DECAY = 0.5
+"""Each stage's learning rate over the rate of the stage above it in chapter 3's recipe."""
+
+
+def train_top(
+    model: nn.Module,
+    bottom_stage: int | None,
+    inputs: torch.Tensor,
+    labels: torch.Tensor | np.ndarray,
+    head: nn.Module,
+    stages: list[int],
+    epochs: int,
+    lr: float,
+    seed: int = 0,
+    batch_size: int = 32,
+    decay: float = FINE_TUNE_DECAY,
+    device: torch.device | str | None = None,
+) -> nn.Module:
+    """Phase 2 of the recipe: fine-tune the top ``stages`` above a frozen bottom (chapter 3).
+
+    ``inputs`` are the cached outputs of the frozen bottom (stages 0 to ``bottom_stage``,
+    :func:`tlutils.stages.split_at_stage`) for the training images, or the images
+    themselves with ``bottom_stage=None`` (nothing cached; any stage can train).
+    ``head`` is the warmed-up head (:func:`probe_head`, phase 1), copied. The ``stages``
+    and the head train with :func:`tlutils.finetune.fine_tune` (Adam): the head at
+    ``lr``, each stage below at ``decay`` times the rate above (discriminative rates,
+    chapter 4), BatchNorm statistics fixed; other stages stay frozen. With no
+    ``stages`` the top is returned untrained (the probe). Seeded.
+    """
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from .finetune import fine_tune
+    from .train import seed_everything
+
+    if bottom_stage is None:
+        top = copy.deepcopy(model)
+    else:
+        if any(s <= bottom_stage for s in stages):
+            raise ValueError(
+                f"Stages {stages} must lie above the cached bottom (stage "
+                f"{bottom_stage}); cache a lower stage or pass the images."
+            )
+        _, top = split_at_stage(model, bottom_stage)
+    head = copy.deepcopy(head)
+    replace_head(top, head.out_features, head=head)
+    if not stages:
+        return freeze(top).eval()
+    seed = int(seed)
+    seed_everything(seed)
+    loader = DataLoader(
+        TensorDataset(inputs, torch.as_tensor(np.asarray(labels))),
+        batch_size=batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    fine_tune(
+        top,
+        loader,
+        None,
+        epochs=epochs,
+        lr=lr,
+        decay=decay,
+        stages=list(stages),
+        bn_stats="fixed",
+        keep_best=False,
+        device=device,
+        progress=False,
+    )
+    return top.eval()
+
+
+@torch.no_grad()
+def top_accuracy(
+    top: nn.Module,
+    maps: torch.Tensor,
+    labels: torch.Tensor | np.ndarray,
+    device: torch.device | str | None = None,
+) -> float:
+    """Accuracy of a top (:func:`train_top`) on cached bottom outputs, eval mode (chapter 3)."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    top = top.to(device).eval()
+    predictions = torch.cat(
+        [
+            top(maps[i : i + 256].to(device)).argmax(1).cpu()
+            for i in range(0, len(maps), 256)
+        ]
+    )
+    return float((predictions == torch.as_tensor(np.asarray(labels))).float().mean())
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Arm ``a`` against arm ``b`` over paired seeds or draws (chapter 3).
+
+    ``verdict`` is ``"a"`` or ``"b"`` (that arm wins) only if it wins for every seed and
+    its smallest win is larger than the ``spread``: the larger seed-to-seed standard
+    deviation of the two arms, and at least the validation set's own resolution (one
+    standard error of an accuracy on it); otherwise ``"within noise"``.
+    """
+
+    mean_difference: float  # mean of a - b
+    smallest: float  # the smallest per-seed a - b
+    largest: float  # the largest per-seed a - b
+    spread: float  # the larger standard deviation of the two arms
+    verdict: str  # "a", "b" or "within noise"
+
+    @property
+    def margin(self) -> float:
+        """The winner's smallest per-seed lead (0 when within noise)."""
+        if self.verdict == "a":
+            return self.smallest
+        return -self.largest if self.verdict == "b" else 0.0
+
+    def describe(self, a: str, b: str) -> str:
+        """The verdict in words, naming the arms ``a`` and ``b`` (for prose and tables)."""
+        if self.verdict == "within noise":
+            return (
+                f"within noise ({a} minus {b}: {self.smallest:+.3f} to "
+                f"{self.largest:+.3f}, spread {self.spread:.3f})"
+            )
+        winner = a if self.verdict == "a" else b
+        return (
+            f"{winner} wins every run by at least {self.margin:.3f} "
+            f"(spread {self.spread:.3f})"
+        )
+
+
+def compare(a: Any, b: Any, n_val: int | None = None) -> Comparison:
+    """Compare two arms' accuracies seed by seed: who wins surely, or within noise (chapter 3).
+
+    ``a`` and ``b`` are per-seed accuracies in the same order (paired: seed ``i`` of both
+    saw the same data); a single number stands for a deterministic arm (the same for
+    every seed). ``n_val``, the number of validation images, sets the smallest spread:
+    one standard error of the arms' accuracy on that many images, so that two
+    deterministic arms are not called different on a difference of one or two images.
+    """
+    a, b = np.atleast_1d(np.asarray(a, float)), np.atleast_1d(np.asarray(b, float))
+    if len(a) != len(b) and 1 not in (len(a), len(b)):
+        raise ValueError(
+            f"Pair the arms seed by seed: got {len(a)} and {len(b)} results."
+        )
+    diff = a - b
+    spread = float(max(a.std(), b.std()))
+    if n_val is not None:
+        p = np.clip(np.concatenate([a, b]), 0, 1)
+        spread = max(spread, float(np.sqrt(p * (1 - p) / n_val).max()))
+    if diff.min() > spread:
+        verdict = "a"
+    elif -diff.max() > spread:
+        verdict = "b"
+    else:
+        verdict = "within noise"
+    return Comparison(
+        float(diff.mean()), float(diff.min()), float(diff.max()), spread, verdict
+    )
