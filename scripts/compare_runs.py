@@ -71,14 +71,35 @@ class Comparison:
         )
 
 
+def _merged_streams(outputs: list) -> list:
+    """Drop the repeated stdout chunks that MyST-NB leaves in an executed notebook.
+
+    Its saved notebooks hold a cell's stdout once merged (first output) and then again
+    chunk by chunk: the later chunks are the tail of the first. The rendered page shows
+    the text once, so the comparison should too.
+    """
+    streams = [
+        i
+        for i, o in enumerate(outputs)
+        if o.get("output_type") == "stream" and o.get("name") == "stdout"
+    ]
+    if len(streams) < 2:
+        return outputs
+    first = "".join(outputs[streams[0]].get("text", ""))
+    rest = "".join("".join(outputs[i].get("text", "")) for i in streams[1:])
+    if rest and first != rest and first.endswith(rest):
+        return [o for i, o in enumerate(outputs) if i not in streams[1:]]
+    return outputs
+
+
 def cell_text(cell) -> str:
     """The text a code cell printed: stdout and text/plain results, in order."""
     parts = []
-    for output in cell.get("outputs", []):
+    for output in _merged_streams(cell.get("outputs", [])):
         if output.get("output_type") == "stream" and output.get("name") == "stdout":
-            parts.append(output.get("text", ""))
+            parts.append("".join(output.get("text", "")))
         elif output.get("output_type") in ("execute_result", "display_data"):
-            parts.append(output.get("data", {}).get("text/plain", ""))
+            parts.append("".join(output.get("data", {}).get("text/plain", "")))
     return "".join(parts)
 
 
@@ -92,9 +113,18 @@ def _timing_columns(lines: list[str]) -> list[tuple[int, int]]:
     return spans
 
 
+# A tqdm progress bar: "epochs: 100%|####| 1/1 [00:01<00:00, 1.17s/it, ...]". Its rates,
+# times and the number of redraws depend on the machine's speed, so bars are skipped.
+PROGRESS_BAR = re.compile(r"\|[^|]*\| *\d+/\d+ \[")
+
+
 def numbers(text: str) -> list[tuple[str, bool, str]]:
     """``(number, is_timing, line)`` for every number in ``text``, in order."""
-    lines = text.splitlines()
+    lines = [
+        line
+        for line in re.split(r"\r|\n", text.replace("\r\n", "\n"))
+        if not PROGRESS_BAR.search(line)
+    ]
     spans = _timing_columns(lines)
     found, timing_block = [], False
     for line in lines:

@@ -121,3 +121,22 @@ def test_executed_mode_compares_two_finished_runs_without_running(tmp_path, caps
     assert compare_runs.main(["--executed", str(run_a), str(run_b)]) == 1
     out = capsys.readouterr().out
     assert "acc 0.881" in out and "ch8" in out and "missing" in out
+
+
+def test_progress_bars_are_skipped():
+    bar = "epochs: 100%|##########| 1/1 [00:01<00:00, {}, val_acc=0.417]\r"
+    first = executed(bar.format("1.17s/it") + "accuracy 0.9\n")
+    second = executed(bar.format("1.01it/s") * 2 + "accuracy 0.9\n")
+    result = compare_runs.compare(first, second)
+    assert result.ok and result.equal == 1
+
+
+def test_myst_nb_repeated_stream_chunks_count_once():
+    merged = "a 0.1\nb 0.2\nc 0.3\n"
+    notebook = executed(merged)
+    notebook.cells[0].outputs += [
+        new_output("stream", name="stdout", text="b 0.2\n"),
+        new_output("stream", name="stdout", text="c 0.3\n"),
+    ]
+    result = compare_runs.compare(executed(merged), notebook)
+    assert result.ok and result.equal == 3
