@@ -40,6 +40,7 @@ from .features import extract_features, linear_probe_accuracy, stage_features
 from .models import create_model, freeze, replace_head
 from .stages import (
     NUM_STAGES,
+    StageFeatures,
     body_to_stage,
     split_at_stage,
     stage_channels,
@@ -453,16 +454,12 @@ def selection_split(
     return pool[fit], pool[held]
 
 
-class _StagesAndMaps(nn.Module):
+class _StagesAndMaps(StageFeatures):
     """Pooled features of every stage and the flattened maps of ``map_stages``, one pass."""
 
     def __init__(self, model: nn.Module, map_stages: tuple[int, ...]) -> None:
-        super().__init__()
-        self.model = copy.deepcopy(model)
-        self.model.classifier = nn.Identity()
+        super().__init__(model)  # every stage, pooled
         self.register_buffer("map_stages", torch.tensor(sorted(map_stages)))
-        freeze(self)
-        self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         maps = stage_outputs(self.model, x, list(range(NUM_STAGES)))
