@@ -354,3 +354,19 @@ def test_target_transform_is_refused_for_caching(pretrained, image_folder):
         tl.features.feature_cache_key(
             backbone, torch.utils.data.Subset(dataset, [0, 1])
         )
+
+
+def test_default_batch_size_follows_the_image_size() -> None:
+    """8 images per batch on a CPU, 64 for tiles of 64 px or less and on a GPU."""
+    from tlutils.features import _default_batch_size
+
+    def images(size):
+        return torch.utils.data.TensorDataset(
+            torch.zeros(2, 3, size, size), torch.zeros(2)
+        )
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert _default_batch_size(images(64), cpu) == 64
+    assert _default_batch_size(images(128), cpu) == 8
+    assert _default_batch_size(images(224), gpu) == 64
+    assert _default_batch_size([], cpu) == 8  # empty: nothing to look at

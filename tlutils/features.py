@@ -203,6 +203,18 @@ def feature_cache_key(backbone: nn.Module, dataset: Dataset, extra: str = "") ->
     return digest.hexdigest()[:32]
 
 
+def _default_batch_size(dataset: Dataset, device: torch.device) -> int:
+    """64 images per batch on a GPU. On a CPU, small batches keep the caches warm: 8 images
+    per batch run about twice as fast as 64 at 224 px (measured), but images of 64 x 64
+    pixels or less are too small to keep the cores busy in 8s: 64 per batch (1.6x faster)."""
+    if device.type == "cuda":
+        return 64
+    image = dataset[0][0] if len(dataset) else None
+    if isinstance(image, torch.Tensor) and image.shape[-2:].numel() <= 64 * 64:
+        return 64
+    return 8
+
+
 @torch.no_grad()
 def _run(
     backbone: nn.Module,
@@ -242,14 +254,13 @@ def extract_features(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run a frozen ``backbone`` once over ``dataset``; return ``(features, labels)`` (chapter 2).
 
-    Outputs are flattened to one vector per image. ``batch_size`` defaults to 64 on a GPU
-    and 8 on a CPU. ``key_extra`` goes into the cache key: pass any setting of ``backbone``
-    that changes its output but not its weights or ``repr``. With ``cache=True`` the result is saved
+    Outputs are flattened to one vector per image. ``batch_size`` defaults to 64 on a GPU;
+    on a CPU to 8, or 64 for images of 64 x 64 pixels or less. ``key_extra`` goes into the
+    cache key: pass any setting of ``backbone`` that changes its output but not its
+    weights or ``repr``. With ``cache=True`` the result is saved
     in ``<cache>/features/<key>.pt`` (written atomically) and loaded from there next time.
     """
     device = torch.device(device) if device is not None else get_device()
-    # Small batches keep a CPU's caches warm (measured: 8 images/batch is about twice as fast as 64).
-    batch_size = batch_size or (64 if device.type == "cuda" else 8)
     path = None
     if cache:
         key = feature_cache_key(backbone, dataset, key_extra)
@@ -260,6 +271,7 @@ def extract_features(
                 return stored["features"], stored["labels"]
             except Exception:  # a damaged cache file is recomputed, never trusted
                 path.unlink(missing_ok=True)
+    batch_size = batch_size or _default_batch_size(dataset, device)
     features, labels = _run(backbone, dataset, batch_size, device, progress)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
