@@ -349,3 +349,40 @@ def test_recommend_case_carries_the_measured_verdict() -> None:
     assert cases.recommend_case(10, False, measured=measured).measured == measured[2]
     assert cases.recommend_case(10, True, measured=measured).measured == ""
     assert cases.recommend_case(10, True).measured == ""
+
+
+def test_fine_tune_score_reads_a_repeated_run_from_the_cache(
+    lite0_pretrained, tmp_path, monkeypatch
+) -> None:
+    """The same run is trained once; any changed input trains again; damage recomputes."""
+    monkeypatch.setenv("TLUTILS_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    maps6 = torch.randn(8, 192, 2, 2)
+    labels = torch.tensor([0, 1] * 4)
+    head = torch.nn.Linear(1280, 2)
+    score = (maps6[:4], labels[:4])
+    calls = []
+    train_top = cases.train_top
+
+    def counted(*args, **kwargs):
+        calls.append(args[7])  # the learning rate
+        return train_top(*args, **kwargs)
+
+    monkeypatch.setattr(cases, "train_top", counted)
+
+    def run(lr=1e-3, inputs=maps6):
+        return cases.fine_tune_score(
+            lite0_pretrained, 6, inputs, labels, head, [7, 8], 1, lr, score
+        )
+
+    first = run()
+    assert calls == [1e-3] and 0 <= first[0] <= 1 and first[1] > 0
+    assert run() == first and calls == [1e-3]  # read, not trained
+    run(lr=1e-4)
+    run(inputs=maps6 + 1)
+    assert calls == [1e-3, 1e-4, 1e-3]
+    for path in (tmp_path / "results").iterdir():
+        path.write_text("{not json")  # a damaged file is recomputed, never trusted
+    again = run()
+    assert len(calls) == 4 and again[0] == first[0]  # trained again, seeded: same score
+    assert run() == again and len(calls) == 4  # and stored again

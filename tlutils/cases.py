@@ -19,10 +19,16 @@ features of every stage in one cached pass, so frozen strategies cost one forwar
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import numbers
+import os
+import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -31,6 +37,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from .data import (
+    cache_dir,
     create_transform,
     load_dataset,
     stratified_split,
@@ -76,6 +83,7 @@ __all__ = [
     "Comparison",
     "compare",
     "top_accuracy",
+    "fine_tune_score",
 ]
 
 Strategy = Literal["linear_probe", "cut_probe", "fine_tune", "scratch"]
@@ -672,6 +680,85 @@ def top_accuracy(
         ]
     )
     return float((predictions == torch.as_tensor(np.asarray(labels))).float().mean())
+
+
+def fine_tune_score(
+    model: nn.Module,
+    bottom_stage: int | None,
+    inputs: torch.Tensor,
+    labels: torch.Tensor | np.ndarray,
+    head: nn.Module,
+    stages: list[int],
+    epochs: int,
+    lr: float,
+    score: tuple[torch.Tensor, torch.Tensor | np.ndarray],
+    seed: int = 0,
+    batch_size: int = 32,
+    decay: float = FINE_TUNE_DECAY,
+    device: torch.device | str | None = None,
+) -> tuple[float, float]:
+    """:func:`train_top`, then its :func:`top_accuracy` on ``score = (inputs, labels)``
+    (chapter 3); returns the accuracy and the seconds the training took.
+
+    Both are kept in the disk cache (``<cache>/results``), under a key made of every
+    argument, the weights and the code that trains: the second notebook of chapter 3
+    repeats runs of the first (its learning-rate trials, the recipe on EuroSAT) and reads
+    them instead of training again. Any change to an input is a new run.
+    """
+    from .train import get_device
+
+    device = torch.device(device) if device is not None else get_device()
+    args = (model, bottom_stage, inputs, labels, head, stages, epochs, lr)
+    settings = {"seed": int(seed), "batch_size": batch_size, "decay": decay}
+    key = _run_key(*args, score, settings, device.type)
+    path = cache_dir() / "results" / f"{key}.json"
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+            return float(stored["accuracy"]), float(stored["seconds"])
+        except (ValueError, KeyError, TypeError):  # damaged: run again, never trust
+            path.unlink(missing_ok=True)
+    start = time.perf_counter()
+    top = train_top(*args, device=device, **settings)
+    seconds = time.perf_counter() - start
+    accuracy = top_accuracy(top, *score, device=device)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump({"accuracy": accuracy, "seconds": seconds}, f)
+    os.replace(tmp, path)
+    return accuracy, seconds
+
+
+def _run_key(*parts: Any) -> str:
+    """A digest of tensors, arrays, modules' weights, settings and the training code."""
+    digest = hashlib.sha256(torch.__version__.encode())
+    here = Path(__file__).parent
+    for module in ("cases", "finetune", "train", "stages", "models"):
+        digest.update((here / f"{module}.py").read_bytes())
+
+    def add(part: Any) -> None:
+        if isinstance(part, nn.Module):
+            for name, value in part.state_dict().items():
+                digest.update(name.encode())
+                add(value)
+        elif isinstance(part, (torch.Tensor, np.ndarray)):
+            array = torch.as_tensor(part).detach().cpu().contiguous()
+            digest.update(f"{array.dtype}{tuple(array.shape)}".encode())
+            digest.update(array.view(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(part, (tuple, list)):
+            digest.update(b"[")
+            for item in part:
+                add(item)
+            digest.update(b"]")
+        elif isinstance(part, dict):
+            add(sorted(part.items()))
+        else:
+            digest.update(repr(part).encode())
+
+    for part in parts:
+        add(part)
+    return digest.hexdigest()[:32]
 
 
 @dataclass(frozen=True)
