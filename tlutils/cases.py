@@ -724,9 +724,12 @@ def fine_tune_score(
     accuracy = top_accuracy(top, *score, device=device)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump({"accuracy": accuracy, "seconds": seconds}, f)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump({"accuracy": accuracy, "seconds": seconds}, f)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)  # only left if the write failed
     return accuracy, seconds
 
 
