@@ -554,22 +554,20 @@ def choose_stage(
 
 
 def probe_head(
-    features: torch.Tensor | np.ndarray, labels: np.ndarray, C: float = 1.0
+    features: torch.Tensor | np.ndarray, labels: np.ndarray, C: float | None = None
 ) -> nn.Linear:
     """The linear probe as a PyTorch layer: the warm-up of the recipe's head (chapter 3).
 
-    Fits the logistic regression of :func:`tlutils.linear_probe_accuracy` (standardised
-    features, L2 penalty ``C``) and folds the standardisation into an ``nn.Linear``, so
-    the layer's predictions are the probe's. A fine-tune that starts from it starts from
-    the probe (linear probing, then fine-tuning).
+    Fits the probe of :func:`tlutils.features.fit_probe` (standardised features, L2
+    penalty ``C``, chosen on these training features when ``None``) and folds the
+    standardisation into an ``nn.Linear``, so the layer's predictions are the probe's. A
+    fine-tune that starts from it starts from the probe (linear probing, then fine-tuning).
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import StandardScaler
+    from .features import fit_probe
 
     x = np.asarray(features, dtype=np.float64)
-    y = np.asarray(labels)
-    scaler = StandardScaler().fit(x)
-    clf = LogisticRegression(C=C, max_iter=2000).fit(scaler.transform(x), y)
+    probe = fit_probe(x, np.asarray(labels), C)
+    scaler, clf = probe[0], probe[-1]
     weight, bias = clf.coef_, clf.intercept_
     if weight.shape[0] == 1:  # two classes: sklearn keeps one row
         weight, bias = np.vstack([-weight, weight]) / 2, np.r_[-bias, bias] / 2

@@ -32,6 +32,10 @@ __all__ = [
     "features_dataset",
     "stage_features",
     "linear_probe_accuracy",
+    "linear_probe_correct",
+    "fit_probe",
+    "choose_probe_C",
+    "PROBE_CS",
 ]
 
 
@@ -311,32 +315,101 @@ def stage_features(
     return dict(zip(chosen, torch.split(features, sizes, dim=1), strict=True)), labels
 
 
+PROBE_CS = (0.01, 0.1, 1.0, 10.0)
+"""The L2 penalties a probe chooses from (inverse strength ``C`` of scikit-learn), on the
+training features only (as Kornblith et al. 2019 do): 16- and 1280-dimensional features need
+different regularisation, so a fixed C would measure the penalty, not the features."""
+
+
+def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+
+
+def choose_probe_C(
+    features: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray,
+    Cs: Sequence[float] = PROBE_CS,
+    folds: int = 3,
+    seed: int = 0,
+) -> float:
+    """The probe's penalty ``C``, chosen by stratified cross-validation on the training
+    features alone (chapter 2). Ties go to the smaller C (the stronger penalty)."""
+    from sklearn.model_selection import StratifiedKFold
+
+    x, y = _as_numpy(features), _as_numpy(labels)
+    x = x.reshape(len(x), -1)
+    smallest = int(np.bincount(y).min()) if len(y) else 0
+    if len(Cs) == 1 or smallest < 2:
+        return float(Cs[0] if len(Cs) == 1 else 1.0)
+    split = StratifiedKFold(min(folds, smallest), shuffle=True, random_state=seed)
+    scores = []
+    for C in Cs:
+        correct = 0
+        for inner, held in split.split(x, y):
+            probe = _probe_pipeline(C).fit(x[inner], y[inner])
+            correct += int((probe.predict(x[held]) == y[held]).sum())
+        scores.append(correct)
+    return float(Cs[int(np.argmax(scores))])
+
+
+def _probe_pipeline(C: float):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
+
+
+def fit_probe(
+    features: torch.Tensor | np.ndarray,
+    labels: torch.Tensor | np.ndarray,
+    C: float | None = None,
+    seed: int = 0,
+):
+    """The linear probe (chapter 2): standardised features, then a logistic regression with
+    the penalty ``C`` (``None``: chosen on these training features by
+    :func:`choose_probe_C`). Returns the fitted scikit-learn pipeline; its ``C`` is in
+    ``probe[-1].C``."""
+    x, y = _as_numpy(features), _as_numpy(labels)
+    if len(x) != len(y):
+        raise ValueError("Features and labels must have the same length.")
+    x = x.reshape(len(x), -1)
+    if C is None:
+        C = choose_probe_C(x, y, seed=seed)
+    return _probe_pipeline(C).fit(x, y)
+
+
+def linear_probe_correct(
+    train_features: torch.Tensor | np.ndarray,
+    train_labels: torch.Tensor | np.ndarray,
+    val_features: torch.Tensor | np.ndarray,
+    val_labels: torch.Tensor | np.ndarray,
+    C: float | None = None,
+) -> np.ndarray:
+    """Which validation images the linear probe gets right (chapters 2-4): a boolean array
+    in the validation set's order, what the verdict rule (:mod:`tlutils.verdict`) pairs."""
+    xva, yva = _as_numpy(val_features), _as_numpy(val_labels)
+    if len(xva) != len(yva):
+        raise ValueError("Features and labels must have the same length.")
+    probe = fit_probe(train_features, train_labels, C)
+    return probe.predict(xva.reshape(len(xva), -1)) == yva
+
+
 def linear_probe_accuracy(
     train_features: torch.Tensor | np.ndarray,
     train_labels: torch.Tensor | np.ndarray,
     val_features: torch.Tensor | np.ndarray,
     val_labels: torch.Tensor | np.ndarray,
-    C: float = 1.0,
+    C: float | None = None,
 ) -> float:
     """Validation accuracy of a logistic regression on fixed features (chapters 2-4).
 
     It measures how linearly separable the features are: the *linear probe*. Features are
-    standardised with the training set's mean and spread first.
+    standardised with the training set's mean and spread first; the penalty ``C`` is chosen
+    on the training features (``None``, the default) or given.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    def as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
-        return (
-            x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-        )
-
-    xtr, ytr, xva, yva = map(
-        as_numpy, (train_features, train_labels, val_features, val_labels)
+    return float(
+        linear_probe_correct(
+            train_features, train_labels, val_features, val_labels, C
+        ).mean()
     )
-    if len(xtr) != len(ytr) or len(xva) != len(yva):
-        raise ValueError("Features and labels must have the same length.")
-    probe = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
-    probe.fit(xtr.reshape(len(xtr), -1), ytr)
-    return float(probe.score(xva.reshape(len(xva), -1), yva))
