@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -16,3 +18,21 @@ def test_glue_turns_scalars_into_plain_numbers(monkeypatch):
     tl.glue("c", "text")
     assert stored == {"a": 0.5, "b": 3, "c": "text"}
     assert type(stored["a"]) is float and type(stored["b"]) is int
+
+
+def test_glue_prints_name_and_value_in_the_page_format(capsys):
+    tl.glue("acc", np.float64(0.91234), ".3f")
+    tl.glue("name", "stage 5")
+    assert capsys.readouterr().out.splitlines() == ["acc = 0.912", "name = stage 5"]
+
+
+def test_book_url_is_the_configured_base_address():
+    import yaml
+
+    from tlutils.book import BOOK_URL, book_link
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "_config.yml").read_text())
+    assert config["html"]["baseurl"] == BOOK_URL
+    assert book_link("book/glossary.md", "term-probe") == (
+        BOOK_URL + "book/glossary.html#term-probe"
+    )
