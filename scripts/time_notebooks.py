@@ -15,6 +15,13 @@ and to stdout. Usage::
     python scripts/time_notebooks.py notebooks/ch2_*.ipynb --out /tmp/t.md
 
 Exit status 1 if a notebook failed (its row says so; the others still run).
+
+Seconds say as much about the machine as about the notebooks (the same notebooks took twice as
+long on one CI machine as on another), so every run also times a fixed **calibration
+workload** before and after the notebooks (:func:`calibrate`: training steps of
+EfficientNet-Lite0 on a fixed batch at 160 px, the notebooks' kind of work) and reports each
+notebook as a multiple of it, and at the speed of the reference machine
+(:data:`REFERENCE_CALIBRATION_S`), where the budgets apply.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import platform
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +106,56 @@ class PeakTreeRSS:
         self._stop.set()
         if self.available:
             self._thread.join()
+
+
+# --------------------------------------------------------------------------- calibration
+
+CALIBRATION_STEPS = 5
+"""Timed training steps (after two untimed ones) in one calibration."""
+
+REFERENCE_CALIBRATION_S = 0.0
+"""Seconds of one calibration on the reference machine: the kind CI run 9 ran on (2 cores of an
+Intel Xeon with AMX, 24 GiB), measured on a quiet machine of that kind. Budgets apply at its
+speed."""
+
+BUDGET_NOTEBOOK_S = 240
+"""Each notebook's budget in seconds at the reference machine's speed (4 minutes)."""
+BUDGET_ALL_S = 600
+"""The budget of all notebooks together, at the reference machine's speed (10 minutes)."""
+
+_CALIBRATION = f"""
+import time, torch, timm
+torch.manual_seed(0)
+model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+x, y = torch.randn(32, 3, 160, 160), torch.randint(0, 1000, (32,))
+def step():
+    opt.zero_grad()
+    torch.nn.functional.cross_entropy(model(x), y).backward()
+    opt.step()
+step(); step()
+t0 = time.perf_counter()
+for _ in range({CALIBRATION_STEPS}):
+    step()
+print(time.perf_counter() - t0)
+"""
+
+
+def calibrate() -> float:
+    """Seconds of the calibration workload here and now: five training steps of
+    EfficientNet-Lite0 (architecture only) on 32 random images of 160 px, on the CPU, in a
+    fresh Python process like a notebook's kernel."""
+    import subprocess
+
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    out = subprocess.run(
+        [sys.executable, "-c", _CALIBRATION],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 # --------------------------------------------------------------------------- running notebooks
@@ -181,21 +239,60 @@ def machine() -> str:
     )
 
 
-def table(timings: list[Timing], date: str, where: str) -> str:
-    """The markdown table (with a caption line naming date and machine) of the timings."""
-    lines = [
-        f"Measured on {date} on {where}.",
-        "",
-        "| notebook | wall time (s) | peak memory (MiB) | status |",
-        "| --- | ---: | ---: | --- |",
-    ]
+def table(
+    timings: list[Timing],
+    date: str,
+    where: str,
+    calibration: Sequence[float] = (),
+) -> str:
+    """The markdown table (with a caption naming date and machine) of the timings.
+
+    ``calibration`` holds the seconds of :func:`calibrate` measured in the same run (before
+    and after the notebooks); with it, each notebook is also given in calibration units and
+    at the reference machine's speed, against the budgets.
+    """
+    unit = sum(calibration) / len(calibration) if calibration else None
+    lines = [f"Measured on {date} on {where}."]
+    head = "| notebook | wall time (s) | peak memory (MiB) | status |"
+    rule = "| --- | ---: | ---: | --- |"
+    if unit:
+        measured = " and ".join(f"{c:.1f} s" for c in calibration)
+        lines += [
+            "",
+            f"Calibration ({CALIBRATION_STEPS} training steps of Lite0 on 32 images of "
+            f"160 px): {measured} in this run, {unit:.1f} s on average; "
+            f"{REFERENCE_CALIBRATION_S:.1f} s on the reference machine.",
+        ]
+        head = (
+            "| notebook | wall time (s) | calibration units | at reference speed (s) "
+            "| budget (s) | peak memory (MiB) | status |"
+        )
+        rule = "| --- | ---: | ---: | ---: | ---: | ---: | --- |"
+    lines += ["", head, rule]
+
+    def row(name: str, seconds: float, budget: int, mib: str, status: str) -> str:
+        if not unit:
+            return f"| {name} | {seconds:.0f} | {mib} | {status} |"
+        units = seconds / unit
+        ref = units * REFERENCE_CALIBRATION_S
+        within = "within" if ref <= budget else "OVER"
+        return (
+            f"| {name} | {seconds:.0f} | {units:.1f} | {ref:.0f} | {budget} ({within}) "
+            f"| {mib} | {status} |"
+        )
+
     for t in timings:
         mib = f"{t.peak_mib:.0f}" if t.peak_mib is not None else "n/a"
-        lines.append(f"| `{t.notebook}` | {t.seconds:.0f} | {mib} | {t.status} |")
+        lines.append(
+            row(f"`{t.notebook}`", t.seconds, BUDGET_NOTEBOOK_S, mib, t.status)
+        )
     peaks = [t.peak_mib for t in timings if t.peak_mib is not None]
     total_peak = f"{max(peaks):.0f} (max)" if peaks else "n/a"
+    total = sum(t.seconds for t in timings)
     lines.append(
-        f"| **all {len(timings)}** | **{sum(t.seconds for t in timings):.0f}** | {total_peak} | |"
+        row(f"**all {len(timings)}**", total, BUDGET_ALL_S, total_peak, "").replace(
+            f"| {total:.0f} |", f"| **{total:.0f}** |", 1
+        )
     )
     return "\n".join(lines) + "\n"
 
@@ -226,13 +323,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     date, where = dt.date.today().isoformat(), machine()
     print(f"time_notebooks: {len(paths)} notebook(s) on {where}", flush=True)
+    calibration = [calibrate()]
+    print(f"  calibration: {calibration[0]:.1f} s", flush=True)
     timings = []
     for path in paths:
         t = run_notebook(path.resolve(), args.timeout, args.kernel, args.interval)
         mib = f"{t.peak_mib:.0f} MiB" if t.peak_mib is not None else "n/a"
         print(f"  {t.notebook}: {t.seconds:.1f} s, peak {mib}, {t.status}", flush=True)
         timings.append(t)
-    text = table(timings, date, where)
+    calibration.append(calibrate())
+    print(f"  calibration: {calibration[1]:.1f} s", flush=True)
+    text = table(timings, date, where, calibration)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     print(f"\n{text}\nwritten to {args.out}")
