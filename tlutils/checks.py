@@ -353,17 +353,37 @@ def check_fine_tune_setup(
     return result
 
 
+def _ranking_runs(scores: object) -> object:
+    """One method's scores for :func:`tlutils.verdict.compare`: a flat sequence of numbers
+    is one accuracy per seed (``[runs, 1]``); anything 2-D is per-image correctness per
+    seed (``[runs, images]``, or one deterministic run as ``[[...]]``)."""
+    import numpy as np
+
+    if isinstance(scores, np.ndarray):
+        return scores[:, None] if scores.ndim == 1 else scores
+    items = list(scores)  # type: ignore[call-overload]
+    if items and all(np.ndim(x) == 0 for x in items):
+        return np.asarray(items, dtype=float)[:, None]
+    return items
+
+
 def check_ranking(
     predicted: Sequence[str],
-    scores: dict[str, Sequence[float]],
+    scores: dict[str, object],
     what: str = "accuracy",
 ) -> CheckResult:
-    """Does a predicted order (best first) match scores measured over seeds (chapter 4)?
+    """Does a predicted order (best first) agree with the course's verdict rule (chapter 4)?
 
-    ``scores`` maps each method to one score per seed, the seeds in the same order. A pair
-    of methods is judged only where every seed puts them in the same order; where the
-    seeds disagree, the check says that the difference is within noise.
+    ``scores`` maps each method to its runs, the seeds in the same order for every method:
+    per-image correctness ``[runs, images]`` (the same validation images, in the same
+    order, for every method), or one accuracy per seed (a flat list, compared as
+    ``[runs, 1]``). Every pair is judged by :func:`tlutils.verdict.compare`: the predicted
+    order is wrong only where the rule calls the lower-ranked method better; where it says
+    "equivalent" either order is right, and where it says "inconclusive" the data cannot
+    tell, which the check says too.
     """
+    from .verdict import compare
+
     result = CheckResult(f"Your ranking by {what}")
     names = list(predicted)
     if sorted(names) != sorted(scores) or len(set(names)) != len(names):
@@ -376,20 +396,20 @@ def check_ranking(
         return result
     for i, better in enumerate(names):
         for worse in names[i + 1 :]:
-            a, b = list(scores[better]), list(scores[worse])
-            if len(a) != len(b):
-                result.check(
-                    False, "", f"{better} and {worse} have different numbers of seeds"
-                )
-            elif all(x > y for x, y in zip(a, b)):
-                result.check(True, f"{better} above {worse}: for every seed", "")
-            elif all(x < y for x, y in zip(a, b)):
-                result.check(
-                    False, "", f"{better} above {worse}? no: below it for every seed"
-                )
+            try:
+                v = compare(_ranking_runs(scores[better]), _ranking_runs(scores[worse]))
+            except ValueError as err:
+                result.check(False, "", f"{better} against {worse}: {err}")
+                continue
+            said = v.sentence(better, worse)
+            if v.verdict == "A better":
+                result.check(True, f"{better} above {worse}: right, {said}", "")
+            elif v.verdict == "B better":
+                result.check(False, "", f"{better} above {worse}? no: {said}")
+            elif v.verdict == "equivalent":
+                result.check(True, f"{better} above {worse}: either order, {said}", "")
             else:
                 result.passed.append(
-                    f"{better} above {worse}: the seeds disagree, so the data cannot "
-                    "tell (within noise)"
+                    f"{better} above {worse}: the data cannot tell, {said}"
                 )
     return result
