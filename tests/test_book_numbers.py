@@ -45,6 +45,10 @@ ALLOWED = {
     ("glossary.md", "1.28 million"): "the size of ImageNet-1k (cited)",
     ("ch3_four_cases.md", "27,000"): "the size of EuroSAT (cited)",
     ("ch3_four_cases.md", "3,000"): "an imagined dataset in an exercise",
+    ("appendix_timings.md", "4 minutes"): "the budget of one notebook (a setting)",
+    ("appendix_timings.md", "10 minutes"): "the budget of all notebooks (a setting)",
+    # The verdict rule's confidence level (tlutils.verdict.LEVEL), named on every page.
+    **{(page.name, "95%"): "the verdict rule's confidence level" for page in PAGES},
 }
 
 FENCE = re.compile(r"^(`{3,}|:{3,})\s*(\{[\w-]+\}|[\w-]*)")
