@@ -111,11 +111,12 @@ def _before_build(app) -> None:
     from sphinx.util import logging
 
     log = logging.getLogger(__name__)
+    app._tlutils_removed = []
     if app.env.mystnb_config.execution_mode != "cache":
         return
     cache = _cache_of(app)
-    removed = purge_stale(cache)
-    for uri in removed:
+    app._tlutils_removed = purge_stale(cache)
+    for uri in app._tlutils_removed:
         log.info(
             f"execution cache: {Path(uri).name} was run with another tlutils; removed"
         )
@@ -127,6 +128,35 @@ def _before_build(app) -> None:
         log.info(f"execution cache: {len(records)} executed notebook(s) ready: {names}")
 
 
+def _outdated(app, env, added, changed, removed) -> list[str]:
+    """Notebooks an earlier build read whose stored run was removed or is newer than that
+    read (pytest ran them since), and then every page too, since pages paste their
+    numbers. Sphinx itself re-reads only files whose own text changed."""
+    if app.env.mystnb_config.execution_mode != "cache":
+        return []
+    from datetime import timezone
+
+    from jupyter_cache import get_cache
+
+    cache = _cache_of(app)
+    records = {}
+    if cache.exists():
+        records = {r.uri: r for r in get_cache(str(cache)).list_cache_records()}
+    stale = set(getattr(app, "_tlutils_removed", []))
+    notebooks = []
+    for docname, read in env.all_docs.items():
+        path = str(Path(env.doc2path(docname)).resolve())
+        if not path.endswith(".ipynb"):
+            continue
+        record = records.get(path)
+        created = record and record.created.replace(tzinfo=timezone.utc).timestamp()
+        if path in stale or (created and created * 1e6 > read):
+            notebooks.append(docname)
+    if not notebooks:
+        return []
+    return sorted(set(notebooks) | {d for d in env.all_docs if d not in notebooks})
+
+
 def _after_build(app, exception) -> None:
     if exception is None and app.env.mystnb_config.execution_mode == "cache":
         stamp(_cache_of(app))
@@ -135,5 +165,6 @@ def _after_build(app, exception) -> None:
 def setup(app):
     # After MyST-NB has set the cache's path (its handler runs at the default priority).
     app.connect("builder-inited", _before_build, priority=900)
+    app.connect("env-get-outdated", _outdated)
     app.connect("build-finished", _after_build)
     return {"parallel_read_safe": True, "parallel_write_safe": True}

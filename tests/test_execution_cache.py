@@ -125,3 +125,40 @@ def test_runs_the_book_made_itself_are_stamped(tmp_path: Path):
     assert ec.stamp(cache, "abc") == 1
     assert ec.purge_stale(cache, "abc") == []
     assert ec.purge_stale(cache, "xyz") == [str(path)]
+
+
+def test_the_book_rereads_notebooks_whose_run_changed(tmp_path: Path):
+    """Sphinx re-reads only files whose text changed; a notebook whose stored run was
+    removed (another tlutils) or is newer than the last read (pytest ran it) is re-read
+    too, with every page, since pages paste its numbers."""
+    from datetime import timezone
+    from types import SimpleNamespace
+
+    path = _notebook(tmp_path / "nb.ipynb")
+    page = tmp_path / "page.md"
+    page.write_text("# A page\n")
+    cache = tmp_path / "cache"
+    executed = nbformat.read(path, 4)
+    record = ec.store(path, executed, 1.0, cache=cache, fingerprint="abc")
+    stored = get_cache(str(cache)).get_cache_record(record).created  # naive UTC
+    created = stored.replace(tzinfo=timezone.utc).timestamp()
+    docs = {"nb": path, "page": page}
+    app = SimpleNamespace(
+        env=SimpleNamespace(
+            mystnb_config=SimpleNamespace(
+                execution_mode="cache", execution_cache_path=str(cache)
+            )
+        ),
+        _tlutils_removed=[],
+    )
+
+    def outdated(read_at: float) -> list[str]:
+        env = SimpleNamespace(
+            all_docs={"nb": read_at, "page": read_at}, doc2path=lambda d: docs[d]
+        )
+        return ec._outdated(app, env, set(), set(), set())
+
+    assert outdated((created + 60) * 1e6) == []  # read after the run: up to date
+    assert outdated((created - 60) * 1e6) == ["nb", "page"]  # pytest ran it since
+    app._tlutils_removed = [str(path.resolve())]
+    assert outdated((created + 60) * 1e6) == ["nb", "page"]  # its run was removed
