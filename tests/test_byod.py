@@ -2,7 +2,7 @@
 
 On a flat folder, on a pre-split folder with three classes, and on a folder holding a corrupt
 and a grayscale image, all made of real photos (scikit-image's), smaller and shorter than the
-page's settings: 64 px and one epoch per phase.
+page's settings: 64 px and one short round of fine-tuning.
 """
 
 import re
@@ -52,9 +52,9 @@ def test_page_code_runs_as_printed(make, tmp_path, monkeypatch):
     new.mkdir()
     shutil.copy(next(folder.rglob("*.png")), new / "a.png")
     code = page_code().replace("image_size=160", "image_size=64")
-    code = code.replace("warm_up_epochs=3", "warm_up_epochs=1")
-    code = code.replace("fine_tune_epochs=5", "fine_tune_epochs=1")
-    assert code.count("image_size=64") == 2 and "fine_tune_epochs=1" in code
+    small = "fine_tune_epochs=1, min_steps=1, batch_size=8"
+    code = code.replace("fine_tune_epochs=5", small)
+    assert code.count("image_size=64") == 2 and small in code
     namespace: dict = {}
     exec(compile(code, str(PAGE), "exec"), namespace)
     classes = (

@@ -51,6 +51,29 @@ def test_a_gpu_checkpoint_loads_on_the_cpu(trained, tmp_path):
     assert next(tl.load_model(path).model.parameters()).device.type == "cpu"
 
 
+def test_a_cut_probe_round_trips_and_exports(tmp_path):
+    from tlutils.checkpoint import CutModel
+    from tlutils.stages import StageFeatures
+
+    base = tl.create_model().eval()
+    cut = CutModel(base, 4, 3).eval()
+    with torch.no_grad():
+        cut.classifier.weight.normal_()
+    trained = trained_model(cut, ["a", "b", "c"], "efficientnet_lite0", 64)
+    assert trained.preprocessing["mean"] == list(tl.data_config(base)["mean"])
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():  # the cut body computes stage 4's pooled features
+        features = StageFeatures(base, [4])(x)
+        assert torch.allclose(cut.pool(cut.body(x)), features, atol=1e-5)
+    loaded = tl.load_model(tl.save_model(trained, tmp_path / "cut.pt"))
+    assert isinstance(loaded.model, CutModel) and loaded.model.cut_stage == 4
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x), cut(x), atol=1e-5)
+    module, meta = tl.load_exported(tl.export_model(loaded, tmp_path / "cut.pt2"))
+    assert meta["classes"] == ["a", "b", "c"]
+    assert torch.allclose(module(x), cut(x), atol=1e-5)
+
+
 def test_export_matches_the_original(trained, tmp_path):
     path = tl.export_model(trained, tmp_path / "model.pt2")
     module, meta = tl.load_exported(path)

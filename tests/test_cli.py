@@ -1,4 +1,5 @@
-"""The ``tlutils`` command: diagnose, train, predict, and one clear line per error (chapter 5)."""
+"""The ``tlutils`` command: diagnose, train, evaluate, predict, and one clear line per error
+(chapter 5)."""
 
 import csv
 import subprocess
@@ -9,20 +10,22 @@ import torch
 from helpers import photo_folder
 
 import tlutils as tl
+from tlutils import cli
 from tlutils.cli import main
 
 
 @pytest.fixture(scope="module")
 def trained_path(tmp_path_factory):
-    """`tlutils train` on a pre-split folder of real photo crops (1 + 1 epochs, 64 px)."""
+    """`tlutils train` on a pre-split folder of real photo crops (the probe, then one
+    round of 10 fine-tuning steps of 8 images, 64 px)."""
     root = tmp_path_factory.mktemp("cli")
     folder = root / "photos"
     photo_folder(folder / "train", n=8)
     photo_folder(folder / "val", n=3, seed=1)
     out = root / "model.pt"
     args = ["train", str(folder), "--out", str(out), "--image-size", "64"]
-    args += ["--strategy", "fine_tune", "--warm-up-epochs", "1"]
-    args += ["--fine-tune-epochs", "1", "--class-weighted"]
+    args += ["--strategy", "fine_tune", "--fine-tune-epochs", "1", "--min-steps", "1"]
+    args += ["--batch-size", "8", "--class-weighted", "--quiet", "--seed", "1"]
     args += ["--export", str(root / "model.pt2")]
     assert main(args) == 0
     return out
@@ -31,8 +34,15 @@ def trained_path(tmp_path_factory):
 def test_train_writes_a_checkpoint_and_an_export(trained_path):
     loaded = tl.load_model(trained_path)
     assert loaded.classes == ["cats", "coffee", "rocket"]  # the real classes
+    # round 0 is the probe, then one round of fine-tuning (10 steps: a small folder)
     assert len(loaded.history["train_loss"]) == 2
+    assert loaded.history["phase_starts"] == [0, 1]
+    assert loaded.history["phase_names"] == ["probe", "fine-tune"]
+    assert not loaded.history["stopped_early"]  # the only round ran: nothing stopped
     assert "recall" in loaded.history["report"]  # the per-class report
+    assert "<- kept" in loaded.history["epochs_table"]
+    verdict = loaded.against_probe()  # the saved model against the diagnosis's probe
+    assert verdict.images == 9 and verdict.not_worse, verdict
     module, meta = tl.load_exported(trained_path.with_suffix(".pt2"))
     x = torch.randn(2, 3, 64, 64)
     assert torch.allclose(module(x), loaded.model(x), atol=1e-5)
@@ -51,11 +61,57 @@ def test_predict_prints_a_table_and_writes_a_csv(trained_path, tmp_path, capsys)
     assert len(rows) == 3
 
 
+def test_predict_summarises_a_large_folder(trained_path, tmp_path, capsys, monkeypatch):
+    folder = photo_folder(tmp_path / "new", classes=("coffee", "rocket"), n=2, seed=2)
+    monkeypatch.setattr(cli, "SHOW_ALL_UP_TO", 3)  # 4 images count as a large folder
+    assert main(["predict", str(trained_path), str(folder), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("4 images; top class:") and "--all" in out
+    assert main(["predict", str(trained_path), str(folder), "--all", "--quiet"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 4
+
+
+def test_evaluate_prints_scores_and_writes_a_plot_and_a_csv(
+    trained_path, tmp_path, capsys
+):
+    folder = photo_folder(tmp_path / "labelled", n=3, seed=3)
+    plot, table = tmp_path / "cm.png", tmp_path / "rows.csv"
+    args = ["evaluate", str(trained_path), str(folder), "--plot", str(plot)]
+    assert main([*args, "--csv", str(table), "--quiet", "--batch-size", "4"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("9 images; accuracy ") and "balanced accuracy" in out
+    assert "precision" in out and "confusion matrix" in out
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    rows = list(csv.DictReader(table.open()))
+    assert len(rows) == 9 and {r["true"] for r in rows} == {"cats", "coffee", "rocket"}
+    assert all(r["correct"] == str(int(r["true"] == r["predicted"])) for r in rows)
+
+
+def test_version_and_help_say_what_each_flag_does(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out.strip() == (
+        f"tlutils {tl.__version__}"
+    )
+    for command in ("diagnose", "train", "evaluate", "predict"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        for flag in ("--seed", "--device", "--batch-size", "--quiet"):
+            assert flag in text, (command, flag)
+        assert "(default: " in text
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "learning rate of the fine-tuning phase" in text
+    assert "cut_probe" in text and "(default: auto)" in text
+
+
 def test_diagnose_prints_and_writes_a_report(tmp_path, tmp_cache, capsys):
     folder = photo_folder(tmp_path / "photos", n=6)
     report = tmp_path / "report.md"
     args = ["diagnose", str(folder), "--image-size", "64", "--report", str(report)]
-    assert main(args) == 0
+    assert main([*args, "--quiet", "--device", "cpu", "--batch-size", "4"]) == 0
     assert "## Recommendation" in capsys.readouterr().out
     assert report.read_text().startswith("# Diagnosis of")
 
@@ -68,6 +124,8 @@ def test_diagnose_prints_and_writes_a_report(tmp_path, tmp_cache, capsys):
         (["predict", "{tmp}/nope.pt", "{tmp}"], "nope.pt does not exist"),
         (["predict", "{model}", "{tmp}/missing.jpg"], "missing.jpg does not exist"),
         (["predict", "{tmp}/fake.pt", "{tmp}"], "not a tlutils checkpoint"),
+        (["evaluate", "{model}", "{tmp}/nope"], "nope does not exist"),
+        (["evaluate", "{model}", "{tmp}"], "named as the model's classes"),
     ],
 )
 def test_bad_input_gives_one_clear_line(args, message, trained_path, tmp_path, capsys):

@@ -10,7 +10,9 @@ import torch
 from helpers import photo_folder, write_image
 
 import tlutils as tl
-from tlutils.diagnosis import MARGIN, _noise, _similarity
+from tlutils.diagnosis import _similarity, choose_stage
+from tlutils.stages import STAGE_NAMES
+from tlutils.verdict import compare
 
 matplotlib.use("Agg")
 
@@ -101,28 +103,49 @@ def test_scan_counts_modes_small_images_and_duplicates(tmp_path):
     assert scan.imbalance == pytest.approx(14 / 12)
 
 
-def test_similarity_from_the_stage_curve():
+def pattern(n, share):
+    """The best stage right on every image, the other on ``share`` of them."""
+    return np.ones(n, dtype=bool), np.arange(n) < round(share * n)
+
+
+def test_similarity_follows_the_verdict_rule():
+    curve = [0.5, 0.7, 0.9, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7]
+    best, final = pattern(500, 0.7)  # stage 3 better by 30 points: different data
+    similar, why = _similarity(curve, 3, compare(best, final), 0.9)
+    assert similar is False and "stage 3" in why and "better" in why
+    assert "points" in why and "noise" not in why
+    best, final = pattern(20, 0.9)  # 2 of 20 images: the rule cannot tell
+    verdict = compare(best, final)
+    assert verdict.verdict == "inconclusive"
+    assert _similarity(curve, 3, verdict, 0.9)[0] is True  # the head decides
+    similar, why = _similarity(curve, 3, verdict, 0.2)
+    assert similar is False and "inconclusive" in why
+    same = np.ones(3000, dtype=bool)  # identical on 3000 images: equivalent
+    similar, why = _similarity(curve, 3, compare(same, same), 0.1)
+    assert similar is True and "as good as" in why
     rising = [0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.92, 0.95]
-    assert _similarity(rising, 0.02, 0.1)[0] is True
-    peaked = [0.5, 0.7, 0.9, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7]
-    similar, why = _similarity(peaked, 0.02, 0.9)
-    assert similar is False and "stage 3" in why
-    flat = [0.9] * 9  # the curve says nothing: the ImageNet head decides
-    assert _similarity(flat, 0.02, 0.9)[0] is True
-    assert _similarity(flat, 0.02, 0.2)[0] is False
+    assert _similarity(rising, 8, compare(same, same), 0.1)[0] is True
 
 
-def test_noise_is_paired_and_shrinks_with_more_images():
-    def pattern(n):  # the best stage is right on every image, the final stage on 70%
-        final = np.arange(n) % 10 < 7
-        return np.stack([np.ones(n, dtype=bool), final])
+def test_the_old_rule_called_this_within_noise():
+    """Issue 21's case: five of five draws agree on a 1-14 point gap (per-image: stage 5
+    right on 92%, final on 85% of 1000 images): the verdict rule says better."""
+    best, final = pattern(1000, 0.92)[1], pattern(1000, 0.85)[1]
+    assert compare(best, final).verdict == "A better"
 
-    few, many = _noise(pattern(20)), _noise(pattern(2000))
-    d = pattern(20)[0].astype(float) - pattern(20)[1]
-    assert few == pytest.approx(2 * d.std(ddof=1) / np.sqrt(20))
-    assert many < few / 5
-    same = np.ones((2, 50), dtype=bool)  # identical stages: only the floor remains
-    assert _noise(same) == MARGIN
+
+def test_ties_go_to_the_deeper_stage_in_the_choice_and_the_words():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 12)
+    signal = torch.tensor(np.c_[y * 4.0, rng.normal(size=24)], dtype=torch.float32)
+    noise = torch.tensor(rng.normal(size=(24, 2)), dtype=torch.float32)
+    feats = {0: signal, 1: signal.clone(), 2: noise}  # stages 0 and 1 tie
+    best, correct, Cs = choose_stage(feats, y)
+    assert best == 1 and correct.shape == (3, 24) and len(Cs) == 3
+    assert correct[0].all() and correct[1].all()
+    curve = correct.mean(1).tolist()
+    why = _similarity(curve, best, compare(correct[best], correct[-1]), 0.9)[1]
+    assert STAGE_NAMES[1] in why and STAGE_NAMES[0] not in why
 
 
 def test_diagnose_measures_a_folder(tmp_path, tmp_cache):
@@ -137,9 +160,13 @@ def test_diagnose_measures_a_folder(tmp_path, tmp_cache):
     assert 1 / 3 <= result.imagenet_consistency <= 1
     assert result.recommendation.size == "small"  # 8 training images per class
     assert result.train_strategy in tl.project.TRAIN_STRATEGIES
+    assert result.train_strategy == result.recommendation.strategy
     assert result.seconds_per_epoch > 0
+    assert result.stage_verdict.images == 24  # out of fold on the training images
     report = result.report()
-    assert "case" in report and "cats 10" in report
+    assert "case" in report and "cats 10" in report and "noise" not in report
+    best_line = next(line for line in report.splitlines() if "<- best" in line)
+    assert best_line.startswith(f"- {STAGE_NAMES[result.best_stage]}:")
     fig = result.plot()
     assert len(fig.axes) == 2
 

@@ -257,6 +257,15 @@ def test_patience_counts_epochs_without_improvement_of_the_monitored_number():
     assert not history.stopped_early and len(history.val_loss) == len(SCRIPT)
 
 
+def test_patience_running_out_on_the_last_epoch_is_not_stopping_early():
+    # best at epoch 0; patience 5 runs out exactly at the sixth and last epoch
+    _, history, seen = scripted_fit(patience=len(SCRIPT) - 1)
+    assert len(history.val_loss) == len(SCRIPT) and seen == list(range(len(SCRIPT)))
+    assert not history.stopped_early  # every epoch ran
+    _, history, _ = scripted_fit(patience=len(SCRIPT) - 2)
+    assert history.stopped_early and len(history.val_loss) == len(SCRIPT) - 1
+
+
 def test_patience_with_a_nan_validation_loss_from_the_start():
     model = nn.Linear(8, 2)
     with torch.no_grad():

@@ -72,7 +72,7 @@ from .models import (
     unfreeze,
 )
 from .plot import plot_confusion_matrix, plot_history, plot_runs, show_images
-from .project import predict_images, train_folder
+from .project import evaluate_folder, predict_images, train_folder
 from .train import (
     History,
     create_optimizer,
@@ -90,6 +90,7 @@ __all__ = [
     "scan_folder",
     "train_folder",
     "predict_images",
+    "evaluate_folder",
     "save_model",
     "load_model",
     "export_model",

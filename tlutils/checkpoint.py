@@ -5,7 +5,8 @@ a JSON string of plain metadata (architecture name, class names, preprocessing, 
 history). It is read back with ``torch.load(weights_only=True)``, which refuses arbitrary
 pickled objects, so opening a checkpoint never runs code. It loads on a CPU when it was
 trained on a GPU, and needs nothing but tlutils (for the architecture) to rebuild the
-model. :func:`export_model` writes a ``torch.export`` program (``.pt2``) that runs with
+model. A cut probe (:class:`CutModel`: the body up to a stage, pooled, and a linear head)
+is saved and loaded the same way. :func:`export_model` writes a ``torch.export`` program (``.pt2``) that runs with
 PyTorch alone.
 """
 
@@ -19,15 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from .data import create_transform
 from .models import create_model, data_config
+from .stages import body_to_stage, stage_channels
 from .train import History
 
 __all__ = [
     "FORMAT",
+    "CutModel",
     "TrainedModel",
     "trained_model",
     "save_model",
@@ -38,7 +42,40 @@ __all__ = [
 
 FORMAT = "tlutils-model"
 """The tag that marks a checkpoint written by :func:`save_model`."""
-VERSION = 1
+VERSION = 2
+"""Version 2 added cut probes (``"cut_stage"``); version 1 files load unchanged."""
+
+
+class CutModel(nn.Module):
+    """A cut probe as one network: Lite0's body up to ``stage``, pooled, then a linear head
+    (chapters 3 and 5).
+
+    ``body`` holds copies of the stem and blocks up to ``stage`` (stage numbers as in
+    :mod:`tlutils.stages`), so it computes the same features as
+    :class:`tlutils.stages.StageFeatures` for that stage; ``head`` maps their pooled
+    values to the classes (a probe converted to a layer, or a new one).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        stage: int,
+        num_classes: int,
+        head: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        import copy
+
+        model = copy.deepcopy(model)
+        self.cut_stage = int(stage)
+        self.body = body_to_stage(model, self.cut_stage)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        width = stage_channels(model)[self.cut_stage]
+        self.classifier = head if head is not None else nn.Linear(width, num_classes)
+        self.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.body(x)))
 
 
 @dataclass
@@ -61,6 +98,19 @@ class TrainedModel:
         :func:`tlutils.plot_history` (chapter 5)."""
         names = {f.name for f in dataclasses.fields(History)}
         return History(**{k: v for k, v in self.history.items() if k in names})
+
+    def against_probe(self):
+        """The saved model against the diagnosis's probe on the same validation images,
+        by the course's verdict rule (:func:`tlutils.verdict.compare`), from what
+        :func:`tlutils.train_folder` stored; ``None`` for a model trained otherwise
+        (chapter 5)."""
+        from .verdict import compare
+
+        mine = self.history.get("val_correct")
+        probe = self.history.get("probe_val_correct")
+        if not mine or not probe:
+            return None
+        return compare(np.asarray(mine, dtype=bool), np.asarray(probe, dtype=bool))
 
 
 def trained_model(
@@ -106,6 +156,9 @@ def save_model(trained: TrainedModel, path: str | Path) -> Path:
         "preprocessing": trained.preprocessing,
         "history": trained.history,
     }
+    stage = getattr(trained.model, "cut_stage", None)
+    if stage is not None:
+        meta["cut_stage"] = int(stage)
     weights = {k: v.detach().cpu() for k, v in trained.model.state_dict().items()}
     path = Path(path)
     _atomic_save({"meta": json.dumps(meta), "state_dict": weights}, path)
@@ -150,6 +203,8 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> TrainedM
     model = create_model(
         meta["architecture"], pretrained=False, num_classes=len(meta["classes"])
     )
+    if meta.get("cut_stage") is not None:
+        model = CutModel(model, meta["cut_stage"], len(meta["classes"]))
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:

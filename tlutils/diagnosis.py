@@ -3,10 +3,12 @@
 :func:`diagnose` scans a folder (classes, counts, unreadable files, image modes, tiny
 images, duplicate files), extracts the pooled features of every stage of the pretrained
 EfficientNet-Lite0 once (cached), fits a linear probe per stage, and measures how
-ImageNet-like the images are: is the final stage the best one, or a middle one? How sure,
-and how consistent within a class, is the ImageNet head? From these measurements it
-recommends a case and a strategy, with the probe's validation accuracy and an estimate of
-the seconds one epoch of fine-tuning takes on this machine.
+ImageNet-like the images are: is the final stage the best one, or a middle one (judged
+by the course's verdict rule, :func:`tlutils.verdict.compare`, on the out-of-fold
+correctness of the two stages' probes)? How sure, and how consistent within a class, is
+the ImageNet head? From these measurements it recommends a case and a strategy, with the
+probe's validation accuracy and an estimate of the seconds one epoch of fine-tuning takes
+on this machine.
 """
 
 from __future__ import annotations
@@ -40,17 +42,16 @@ from .data import (
     load_image_folder,
     targets_of,
 )
-from .features import stage_features
+from .features import PROBE_CS, fit_probe, stage_features
 from .models import create_model, data_config, imagenet_classes, replace_head
 from .stages import STAGE_NAMES
 from .train import get_device
+from .verdict import Verdict, compare
 
-__all__ = ["FolderScan", "scan_folder", "Diagnosis", "diagnose"]
+__all__ = ["FolderScan", "scan_folder", "Diagnosis", "diagnose", "choose_stage"]
 
 SMALL_SIDE = 64
 """Images whose shorter side has fewer pixels than this are reported as very small."""
-MARGIN = 0.02
-"""Two probe accuracies closer than this are treated as equal (a few images' difference)."""
 
 
 @dataclass
@@ -67,6 +68,7 @@ class FolderScan:
     small: list[str] = field(default_factory=list)
     duplicates: list[list[str]] = field(default_factory=list)  # same bytes
     across_splits: list[list[str]] = field(default_factory=list)  # in train and val
+    nested: dict[str, int] = field(default_factory=dict)  # sub-folder -> images in it
 
     @property
     def imbalance(self) -> float:
@@ -88,21 +90,26 @@ def _inspect(path: Path) -> tuple[str, tuple[int, int]] | None:
 
 
 def scan_folder(folder: str | Path) -> FolderScan:
-    """Read every file of a flat or pre-split class folder once, without a model (chapter 5)."""
+    """Read every file of a flat or pre-split class folder once, without a model (chapter 5).
+
+    Images in sub-folders of a class folder belong to that class (as in torchvision's
+    ``ImageFolder``, which training uses): they are counted, and the sub-folders are
+    named in :attr:`FolderScan.nested` so that a folder put there by mistake is seen.
+    """
     root = Path(folder).expanduser()
     if not root.is_dir():
         raise FileNotFoundError(f"Image folder {root} does not exist. Check the path.")
     parts = ["train", "val"] if is_split_folder(root) else [""]
     counts: dict[str, dict[str, int]] = {}
     modes, hashes = Counter(), defaultdict(list)
-    unreadable, small, ignored = [], [], 0
+    unreadable, small, ignored, nested = [], [], 0, Counter()
     for part in parts:
         base = root / part if part else root
         classes = sorted(d.name for d in base.iterdir() if d.is_dir())
         counts[part or "all"] = {}
         for name in classes:
             n = 0
-            for file in sorted(p for p in (base / name).iterdir() if p.is_file()):
+            for file in sorted(p for p in (base / name).rglob("*") if p.is_file()):
                 if not is_image_file(file.name):
                     ignored += 1
                     continue
@@ -111,6 +118,8 @@ def scan_folder(folder: str | Path) -> FolderScan:
                     unreadable.append(str(file))
                     continue
                 n += 1
+                if file.parent != base / name:
+                    nested[str(file.parent)] += 1
                 modes[seen[0]] += 1
                 if min(seen[1]) < SMALL_SIDE:
                     small.append(str(file))
@@ -124,7 +133,7 @@ def scan_folder(folder: str | Path) -> FolderScan:
     all_classes = sorted({c for part in counts.values() for c in part})
     return FolderScan(
         str(root), "split" if parts != [""] else "flat", all_classes, counts,
-        unreadable, ignored, dict(modes), small, groups, across,
+        unreadable, ignored, dict(modes), small, groups, across, dict(nested),
     )  # fmt: skip
 
 
@@ -134,8 +143,8 @@ class Diagnosis:
 
     scan: FolderScan
     image_size: int
-    stage_accuracy: list[float]  # probe per stage, on a split of the training part
-    noise: float  # accuracies closer than this are within noise
+    stage_accuracy: list[float]  # probe per stage, out of fold on the training part
+    stage_verdict: Verdict  # best stage against the final one (verdict rule)
     best_stage: int
     val_accuracy: float  # the best stage's probe, trained on train, scored on val
     val_balanced_accuracy: float
@@ -146,7 +155,7 @@ class Diagnosis:
     similar: bool
     evidence: str
     recommendation: Recommendation
-    train_strategy: str  # what `tlutils train` will run
+    train_strategy: str  # what `tlutils train` will run (the case's strategy)
     seconds_per_epoch: float  # estimated fine-tuning time of one epoch here
     device: str
 
@@ -159,20 +168,27 @@ class Diagnosis:
         return _plot(self)
 
 
-def _probe():
-    """Chapter 2's standardised logistic regression, with a looser tolerance (1e-3) than
-    scikit-learn's default: on 300 flower photos the stage accuracies moved by an image
-    or two, and the 28 fits of the cross-validation ran more than four times faster."""
-    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, tol=1e-3))
+def _probe(C: float):
+    """Chapter 2's standardised logistic regression with penalty ``C``, and a looser
+    tolerance (1e-3) than scikit-learn's default: on 300 flower photos the stage accuracies
+    moved by an image or two, and the fits of the cross-validation ran more than four times
+    faster."""
+    return make_pipeline(
+        StandardScaler(), LogisticRegression(C=C, max_iter=1000, tol=1e-3)
+    )
 
 
 def _stage_correct(
     feats: dict[int, torch.Tensor], y: np.ndarray, seed: int
-) -> np.ndarray:
-    """Which training images each stage's probe gets right, out of fold: [stages, images].
+) -> tuple[np.ndarray, list[float]]:
+    """Which training images each stage's probe gets right, out of fold: ``[stages,
+    images]``, and each stage's penalty ``C``.
 
     Stratified k-fold cross-validation on the training part (up to 3 folds), so every
-    training image is scored once and the validation part is never looked at.
+    training image is scored once and the validation part is never looked at. Each stage
+    gets the ``C`` (of :data:`tlutils.features.PROBE_CS`) under which its probe scores
+    best out of fold, so that stages of 16 and 1280 features are compared at their own
+    best regularisation, not at one that suits only some of them.
     """
     smallest = min(Counter(y.tolist()).values())
     if smallest < 2:
@@ -180,14 +196,36 @@ def _stage_correct(
             "Every class needs at least 2 training images to diagnose the folder; add "
             "images to the smallest class."
         )
-    folds = StratifiedKFold(min(3, smallest), shuffle=True, random_state=seed)
+    folds = list(
+        StratifiedKFold(min(3, smallest), shuffle=True, random_state=seed).split(y, y)
+    )
     correct = np.zeros((len(feats), len(y)), dtype=bool)
+    chosen = []
     for k, stage in enumerate(sorted(feats)):
         x = feats[stage].numpy()
-        for inner, held in folds.split(x, y):
-            probe = _probe().fit(x[inner], y[inner])
-            correct[k, held] = probe.predict(x[held]) == y[held]
-    return correct
+        best = None
+        for C in PROBE_CS:
+            right = np.zeros(len(y), dtype=bool)
+            for inner, held in folds:
+                probe = _probe(C).fit(x[inner], y[inner])
+                right[held] = probe.predict(x[held]) == y[held]
+            if best is None or right.sum() > best[1].sum():  # ties: the smaller C
+                best = (C, right)
+        chosen.append(float(best[0]))
+        correct[k] = best[1]
+    return correct, chosen
+
+
+def choose_stage(
+    feats: dict[int, torch.Tensor], y: np.ndarray, seed: int = 0
+) -> tuple[int, np.ndarray, list[float]]:
+    """The stage whose probe scores best out of fold on the *training* images (chapter 5):
+    ``(stage, correct [stages, images], C per stage)``. Ties go to the deeper stage. The
+    diagnosis and :func:`tlutils.train_folder` both choose with it."""
+    correct, Cs = _stage_correct(feats, y, seed)
+    curve = correct.sum(1)
+    best = len(curve) - 1 - int(np.argmax(curve[::-1]))  # ties: the deeper stage
+    return best, correct, Cs
 
 
 def _imagenet_head(model, final: torch.Tensor, y: np.ndarray, classes: list[str]):
@@ -204,43 +242,33 @@ def _imagenet_head(model, final: torch.Tensor, y: np.ndarray, classes: list[str]
     return float(probs.max(1).values.mean()), float(np.mean(shares)), common
 
 
-def _noise(correct: np.ndarray) -> float:
-    """Two stages' probe accuracies closer than this are within noise (chapter 5).
-
-    Twice the standard error of the per-image difference (paired: the same images) between
-    the best stage and the final one (or the worst one, when the final stage is the best),
-    and at least :data:`MARGIN`.
-    """
-    curve = correct.mean(1)
-    best = int(curve.argmax())
-    other = len(curve) - 1 if best != len(curve) - 1 else int(curve.argmin())
-    diff = correct[best].astype(float) - correct[other]
-    if len(diff) < 2:
-        return 1.0
-    return max(MARGIN, float(2 * diff.std(ddof=1) / np.sqrt(len(diff))))
-
-
 def _similarity(
-    curve: list[float], noise: float, consistency: float
+    curve: list[float], best: int, verdict: Verdict, consistency: float
 ) -> tuple[bool, str]:
-    """Is the data ImageNet-like? The stage curve decides; the head where the curve is flat."""
-    best, final = max(curve), curve[-1]
-    if best - min(curve) < noise:
-        similar = consistency >= 0.5
-        return similar, (
-            "the stage curve is flat (within noise), so it says nothing; the ImageNet "
-            f"head gives {'a consistent' if similar else 'no consistent'} label within "
-            "classes"
+    """Is the data ImageNet-like? The stage curve decides where the verdict rule can tell
+    (the chosen stage ``best`` against the final one); the ImageNet head decides where it
+    cannot."""
+    final = len(curve) - 1
+    if best == final:
+        return True, "the final stage is the best: ImageNet-like features"
+    name = STAGE_NAMES[best]
+    if verdict.verdict == "A better":
+        return False, (
+            f"a middle stage ({name}) is better than the final one by "
+            f"{100 * verdict.difference:.1f} points (95% interval {verdict.interval()}): "
+            "the most ImageNet-specific features help less, so the data differ"
         )
-    if final >= best - noise:
-        return (
-            True,
-            "the final stage is (within noise) the best: ImageNet-like features",
+    if verdict.verdict == "equivalent":
+        return True, (
+            f"the final stage is as good as the best one ({name}): {name} minus final "
+            f"is {verdict.interval()}, inside ±{100 * verdict.margin:g} point, so "
+            "ImageNet-like features"
         )
-    stage = int(np.argmax(curve))
-    return False, (
-        f"a middle stage ({STAGE_NAMES[stage]}) beats the final one by more than the "
-        "noise: the most ImageNet-specific features help less, so the data differ"
+    similar = consistency >= 0.5
+    return similar, (
+        f"the stage curve cannot tell: {name} minus the final stage is "
+        f"{verdict.interval()}, inconclusive; the ImageNet head gives "
+        f"{'a consistent' if similar else 'no consistent'} label within classes"
     )
 
 
@@ -295,42 +323,45 @@ def diagnose(
     seed: int = 0,
     device: torch.device | str | None = None,
     progress: bool = True,
+    batch_size: int | None = None,
 ) -> Diagnosis:
     """Measure a folder of your images and recommend what to train (chapter 5).
 
     The stage with the best linear probe is chosen by cross-validation on the training
     part and reported on the validation part (balanced accuracy and per-class recall too).
-    Features are cached, so a second call is fast. See the module's docstring.
+    Features are cached (``batch_size`` images per forward pass, the default of
+    :func:`tlutils.extract_features` if ``None``), so a second call, and
+    :func:`tlutils.train_folder` on the same folder, read them from the cache. See the
+    module's docstring.
     """
     device = torch.device(device) if device is not None else get_device()
     scan = scan_folder(folder)
     model = create_model().eval()
     tf = create_transform(data_config(model), image_size=image_size)
     data = load_image_folder(folder, tf, tf, seed=seed)
-    kw = {"device": device, "progress": progress}
+    kw = {"device": device, "progress": progress, "batch_size": batch_size}
     train_f, ytr = stage_features(model, data.train, **kw)
     val_f, yva = stage_features(model, data.val, **kw)
     ytr, yva = ytr.numpy(), yva.numpy()
-    correct = _stage_correct(train_f, ytr, seed)
+    best, correct, Cs = choose_stage(train_f, ytr, seed)
     curve = correct.mean(1).tolist()
-    best = len(curve) - 1 - int(np.argmax(curve[::-1]))  # ties: the deeper stage
-    probe = _probe().fit(train_f[best].numpy(), ytr)
+    probe = fit_probe(train_f[best].numpy(), ytr, C=Cs[best])
     pred = probe.predict(val_f[best].numpy())
     recall = recall_score(yva, pred, labels=range(len(data.classes)), average=None)
     conf, consistency, top = _imagenet_head(model, train_f[8], ytr, data.classes)
-    noise = _noise(correct)
-    similar, evidence = _similarity(curve, noise, consistency)
+    verdict = compare(correct[best], correct[-1])
+    similar, evidence = _similarity(curve, best, verdict, consistency)
     per_class = min(Counter(targets_of(data.train)).values())
     rec = recommend_case(per_class, similar)
     seconds = _epoch_seconds(
         replace_head(model, len(data.classes)), len(ytr), image_size, device
     )
     return Diagnosis(
-        scan, image_size, curve, noise, best, float((pred == yva).mean()),
+        scan, image_size, curve, verdict, best, float((pred == yva).mean()),
         float(balanced_accuracy_score(yva, pred)),
         dict(zip(data.classes, map(float, recall), strict=True)),
         conf, consistency, top, similar, evidence, rec,
-        "linear_probe" if rec.case == 1 else "fine_tune", seconds, str(device),
+        rec.strategy, seconds, str(device),
     )  # fmt: skip
 
 
@@ -356,6 +387,13 @@ def _scan_lines(scan: FolderScan) -> list[str]:
         if items:
             shown = "; ".join(map(str, items[:5])) + (" ..." if len(items) > 5 else "")
             lines.append(f"- {len(items)} {label}: {shown}")
+    if scan.nested:
+        shown = "; ".join(f"{f} ({n})" for f, n in list(scan.nested.items())[:5])
+        more = " ..." if len(scan.nested) > 5 else ""
+        lines.append(
+            f"- {sum(scan.nested.values())} images in sub-folders of class folders, "
+            f"counted in their class (move them if they belong elsewhere): {shown}{more}"
+        )
     if scan.ignored:
         lines.append(f"- {scan.ignored} files that are not images were ignored")
     return lines
@@ -366,15 +404,22 @@ def _report(d: Diagnosis) -> str:
     lines = [f"# Diagnosis of {d.scan.root}", "", "## The folder", *_scan_lines(d.scan)]
     lines += [
         "",
-        f"## Linear probes per stage ({d.image_size} px; cross-validated on the training "
-        f"images; noise {d.noise:.3f})",
+        f"## Linear probes per stage ({d.image_size} px; cross-validated on the "
+        f"{d.stage_verdict.images} training images)",
     ]
     lines += [
         f"- {STAGE_NAMES[s]}: {a:.3f}{'  <- best' if s == d.best_stage else ''}"
         for s, a in enumerate(d.stage_accuracy)
     ]
+    final = STAGE_NAMES[len(d.stage_accuracy) - 1]
+    if d.best_stage != len(d.stage_accuracy) - 1:
+        lines.append(
+            f"- {STAGE_NAMES[d.best_stage]} against {final}: "
+            + d.stage_verdict.sentence(STAGE_NAMES[d.best_stage], final)
+        )
     lines.append(
-        f"- best stage on validation: accuracy {d.val_accuracy:.3f}, balanced "
+        f"- best stage ({STAGE_NAMES[d.best_stage]}) on validation: accuracy "
+        f"{d.val_accuracy:.3f}, balanced "
         f"accuracy {d.val_balanced_accuracy:.3f}"
     )
     if d.scan.imbalance > 1.5:
@@ -391,7 +436,9 @@ def _report(d: Diagnosis) -> str:
         f"`tlutils train` will run: {d.train_strategy}."
     )
     lines.append(
-        f"- a linear probe already reaches {d.val_accuracy:.3f} on validation; one "
+        f"- the probe of {STAGE_NAMES[d.best_stage]} already reaches "
+        f"{d.val_accuracy:.3f} on validation; `tlutils train` starts from it (phase 1) "
+        "and keeps a fine-tuned model only if it scores a lower validation loss; one "
         f"epoch of fine-tuning takes about {d.seconds_per_epoch:.0f} s on {d.device}."
     )
     return "\n".join(lines)

@@ -1,40 +1,80 @@
 """Your own project: train on your image folder with the recipe, predict on new images (chapter 5).
 
 :func:`train_folder` is chapter 4's recipe on a folder of your images (flat or already
-split into ``train/`` and ``val/``): a new head, a warm-up of the head on the frozen body,
-then fine-tuning with BatchNorm statistics fixed, the best epoch kept and early stopping.
-:func:`predict_images` gives the top classes of new images with a trained model.
+split into ``train/`` and ``val/``), started from what :func:`tlutils.diagnose` measured:
+
+1. **Phase 1 is the probe.** The pooled features of every stage are read from the feature
+   cache that ``diagnose`` filled (one pass of the frozen body if it is empty), the stage
+   is chosen on the training images as ``diagnose`` chooses it, and the logistic
+   regression (its penalty chosen on the training images) becomes the head: converged
+   whatever the folder's size, at the cost of one feature pass.
+2. **Phase 2** (``strategy="fine_tune"``) fine-tunes the whole network from that head
+   (linear probing, then fine-tuning) with BatchNorm statistics fixed, for a budget counted
+   in optimiser steps as well as epochs (small folders get rounds of at least
+   :data:`ROUND_STEPS` steps, and at least ``min_steps`` in all), with early stopping on
+   the validation loss. The round with the lowest validation loss is kept, the probe
+   included: a fine-tune that does not lower it is not kept.
+
+At the end the saved model's per-image validation correctness is compared with the
+diagnosis's probe by the course's verdict rule (:func:`tlutils.verdict.compare`).
+:func:`predict_images` gives the top classes of new images with a trained model, and
+:func:`evaluate_folder` scores a trained model on a labelled folder.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
+import math
+import time
 import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from sklearn.metrics import classification_report
 from torch import nn
+from torch.utils.data import DataLoader, RandomSampler, Subset
 
 from . import finetune
-from .checkpoint import TrainedModel, load_model, trained_model
+from .checkpoint import CutModel, TrainedModel, load_model, trained_model
 from .data import (
+    _seed_worker,
     create_loader,
     create_transform,
+    default_num_workers,
     is_image_file,
     load_image_folder,
     load_rgb,
     targets_of,
 )
+from .diagnosis import choose_stage
+from .features import fit_probe, stage_features
 from .models import DEFAULT_MODEL, create_model, data_config, replace_head
-from .train import get_device, predict, seed_everything
+from .stages import NUM_STAGES, STAGE_NAMES
+from .train import History, get_device, predict, seed_everything
+from .verdict import Verdict, compare
 
-__all__ = ["TRAIN_STRATEGIES", "train_folder", "Prediction", "predict_images"]
+__all__ = [
+    "TRAIN_STRATEGIES",
+    "train_folder",
+    "Prediction",
+    "predict_images",
+    "Evaluation",
+    "evaluate_folder",
+]
 
-TRAIN_STRATEGIES = ("linear_probe", "fine_tune")
-"""What :func:`train_folder` trains: the head alone, or the head then the whole body."""
+TRAIN_STRATEGIES = ("linear_probe", "cut_probe", "fine_tune")
+"""What :func:`train_folder` trains: the final stage's probe as the head of the whole
+network; the body cut after the chosen stage with its probe; or the probe, then the whole
+network fine-tuned from it."""
+ROUND_STEPS = 10
+"""Fewest optimiser steps between two validations while fine-tuning: a folder smaller
+than this many batches is fine-tuned in rounds of this many steps instead of epochs."""
+MIN_STEPS = 50
+"""Fewest optimiser steps of the fine-tuning phase by default, however small the folder."""
 
 
 def class_weights(targets: list[int], num_classes: int) -> torch.Tensor:
@@ -47,12 +87,95 @@ def class_weights(targets: list[int], num_classes: int) -> torch.Tensor:
     )
 
 
+def _with_transform(dataset, transform):
+    """The same images (same split) with another transform."""
+    if isinstance(dataset, Subset):
+        return Subset(_with_transform(dataset.dataset, transform), dataset.indices)
+    dataset = copy.copy(dataset)
+    dataset.transform = transform
+    return dataset
+
+
+def _probe_layer(probe) -> nn.Linear:
+    """A fitted probe (standardiser + logistic regression) as one ``nn.Linear`` whose
+    logits rank the classes as the probe does (the conversion of
+    :func:`tlutils.cases.probe_head`)."""
+    scaler, clf = probe[0], probe[-1]
+    weight, bias = clf.coef_, clf.intercept_
+    if weight.shape[0] == 1:  # two classes: scikit-learn keeps one row
+        weight, bias = np.vstack([-weight, weight]) / 2, np.r_[-bias, bias] / 2
+    weight = weight / scaler.scale_
+    bias = bias - weight @ scaler.mean_
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+        head.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+    return head
+
+
+@torch.no_grad()
+def _head_scores(head: nn.Module, x: torch.Tensor, y: np.ndarray, loss_fn):
+    logits = head(x.float())
+    target = torch.as_tensor(y)
+    return (
+        float(loss_fn(logits, target)),
+        float((logits.argmax(1) == target).float().mean()),
+    )
+
+
+def _rounds(n_train: int, batch_size: int, epochs: int, min_steps: int):
+    """``(images per round, rounds)``: an epoch per round, or :data:`ROUND_STEPS` steps
+    when the folder has fewer batches; at least ``epochs`` rounds and ``min_steps``."""
+    per_epoch = max(1, math.ceil(n_train / batch_size))
+    steps = max(per_epoch, ROUND_STEPS)
+    rounds = max(epochs, math.ceil(min_steps / steps))
+    return (n_train if steps == per_epoch else steps * batch_size), rounds
+
+
+def _verdict_words(v: Verdict) -> str:
+    """The saved model against the probe, in words, with what to try if it is worse."""
+    if v.verdict == "A better":
+        return f"better than the probe: {v.sentence('the saved model', 'the probe')}."
+    if v.verdict == "equivalent":
+        return f"as good as the probe: {v.sentence('the saved model', 'the probe')}."
+    if v.not_worse:
+        return (
+            "as good as the probe within a point, perhaps better (the saved model minus "
+            f"the probe is {v.interval()} on {v.images} validation images)."
+        )
+    worse = "worse than" if v.verdict == "B better" else "possibly worse than"
+    return (
+        f"WARNING: {worse} the probe: the saved model minus the probe is "
+        f"{v.interval()} on {v.images} validation images. Try strategy "
+        "'linear_probe' or 'cut_probe' (the probe itself), a smaller --lr, or more "
+        "images per class; check the diagnosis for duplicates and mislabelled files."
+    )
+
+
+def _epoch_table(h: dict) -> str:
+    """The per-epoch record as a plain table, the kept epoch marked (chapter 5)."""
+    phases = h.get("phase_names", [])
+    starts = h.get("phase_starts", [0])
+    rows = ["epoch  phase         train loss  train acc  val loss  val acc  seconds"]
+    for e in range(len(h["train_loss"])):
+        phase = phases[sum(e >= s for s in starts) - 1] if phases else ""
+        mark = "  <- kept" if e == h.get("best_epoch") else ""
+        rows.append(
+            f"{e:>5}  {phase:<12}  {h['train_loss'][e]:>10.3f}  "
+            f"{h['train_acc'][e]:>9.3f}  {h['val_loss'][e]:>8.3f}  "
+            f"{h['val_acc'][e]:>7.3f}  {h['seconds'][e]:>7.1f}{mark}"
+        )
+    if h.get("stopped_early"):
+        rows.append("training stopped early: the validation loss stopped improving")
+    return "\n".join(rows)
+
+
 def train_folder(
     folder: str | Path,
     strategy: str = "fine_tune",
     image_size: int = 160,
-    warm_up_epochs: int = 3,
     fine_tune_epochs: int = 5,
+    min_steps: int = MIN_STEPS,
     lr: float = 1e-4,
     patience: int | None = 2,
     class_weighted: bool = False,
@@ -61,14 +184,20 @@ def train_folder(
     device: torch.device | str | None = None,
     progress: bool = True,
 ) -> TrainedModel:
-    """Train EfficientNet-Lite0 on your folder with chapter 4's recipe (chapter 5).
+    """Train EfficientNet-Lite0 on your folder, starting from the diagnosis's probe (chapter 5).
 
-    ``strategy="linear_probe"`` trains only the new head on the frozen body;
-    ``"fine_tune"`` warms the head up, then fine-tunes everything at ``lr`` with BatchNorm
-    statistics fixed. The epoch with the best validation loss is kept and training stops
-    after ``patience`` epochs without improvement. ``class_weighted=True`` weighs the
-    loss by inverse class frequency, for imbalanced folders. At the end a per-class report
-    on the validation images is printed and stored in the history (``"report"``).
+    ``strategy="linear_probe"`` returns the whole network with the final stage's probe as
+    its head; ``"cut_probe"`` the body cut after the stage chosen on the training images,
+    pooled, with that stage's probe (:class:`tlutils.CutModel`); ``"fine_tune"`` starts
+    from the linear probe and fine-tunes everything at ``lr`` with BatchNorm statistics
+    fixed for at least ``fine_tune_epochs`` rounds and ``min_steps`` optimiser steps (see
+    the module's docstring), keeping the round with the lowest validation loss (the probe
+    counts as round 0) and stopping after ``patience`` rounds without improvement.
+    ``class_weighted=True`` weighs the fine-tuning loss by inverse class frequency, for
+    imbalanced folders. At the end the per-epoch table, a per-class report on the
+    validation images and the verdict against the diagnosis's probe are printed (unless
+    ``progress=False``) and stored in the history (``"report"``, ``"verdict"``,
+    ``"val_correct"``, ``"probe_val_correct"``; :meth:`TrainedModel.against_probe`).
     """
     if strategy not in TRAIN_STRATEGIES:
         raise ValueError(
@@ -76,41 +205,102 @@ def train_folder(
         )
     seed_everything(seed)
     device = torch.device(device) if device is not None else get_device()
-    model = create_model(DEFAULT_MODEL)
+    model = create_model(DEFAULT_MODEL).eval()
     config = data_config(model)
-    data = load_image_folder(
-        folder,
-        create_transform(config, train=True, image_size=image_size),
-        create_transform(config, image_size=image_size),
-        seed=seed,
-    )
-    replace_head(model, len(data.classes))
+    eval_tf = create_transform(config, image_size=image_size)
+    data = load_image_folder(folder, eval_tf, eval_tf, seed=seed)
+    n_classes = len(data.classes)
+    start = time.perf_counter()
+    # Phase 1: the probe, on the features diagnose cached (the same split and transform).
+    kw = {"device": device, "progress": progress}
+    train_f, ytr = stage_features(model, data.train, **kw)
+    val_f, yva = stage_features(model, data.val, **kw)
+    ytr, yva = ytr.numpy(), yva.numpy()
+    best, _, Cs = choose_stage(train_f, ytr, seed)
+    probes = {best: fit_probe(train_f[best].numpy(), ytr, C=Cs[best])}
+    stage = best if strategy == "cut_probe" else NUM_STAGES - 1
+    if stage not in probes:
+        probes[stage] = fit_probe(train_f[stage].numpy(), ytr, C=Cs[stage])
+    probe_correct = probes[best].predict(val_f[best].numpy()) == yva
+    head = _probe_layer(probes[stage])
     loss_fn = nn.functional.cross_entropy
     if class_weighted:
-        weight = class_weights(targets_of(data.train), len(data.classes)).to(device)
+        weight = class_weights(targets_of(data.train), n_classes).to(device)
         loss_fn = functools.partial(nn.functional.cross_entropy, weight=weight)
-    train = create_loader(data.train, batch_size, shuffle=True, seed=seed)
-    val = create_loader(data.val, batch_size=64)
-    common = dict(loss_fn=loss_fn, device=device, progress=progress, patience=patience)
-    if strategy == "linear_probe":
-        history = finetune.warm_up(
-            model, train, val, warm_up_epochs, keep_best=True, **common
-        )
+    cpu_loss = functools.partial(loss_fn, weight=None) if class_weighted else loss_fn
+    history = History()
+    for part, (x, y) in (
+        ("train", (train_f[stage], ytr)),
+        ("val", (val_f[stage], yva)),
+    ):
+        loss, acc = _head_scores(head, x, y, cpu_loss)
+        getattr(history, f"{part}_loss").append(loss)
+        getattr(history, f"{part}_acc").append(acc)
+    history.seconds.append(time.perf_counter() - start)
+    history.best_epoch = 0
+    phase_names = ["probe"]
+    if strategy == "cut_probe":
+        net = CutModel(model, stage, n_classes, head=head)
     else:
-        history = finetune.warm_up_then_fine_tune(
-            model, train, val, warm_up_epochs, fine_tune_epochs, lr=lr, **common
+        net = replace_head(model, n_classes, head=head)
+    if strategy == "fine_tune":
+        probe_state = copy.deepcopy(net.state_dict())
+        train_set = _with_transform(
+            data.train, create_transform(config, train=True, image_size=image_size)
         )
-    logits, targets = predict(model, val, device)
+        per_round, rounds = _rounds(
+            len(train_set), batch_size, fine_tune_epochs, min_steps
+        )
+        generator = torch.Generator().manual_seed(seed)
+        sampler = RandomSampler(train_set, num_samples=per_round, generator=generator)
+        train = DataLoader(
+            train_set, batch_size=batch_size, sampler=sampler,
+            num_workers=default_num_workers(), worker_init_fn=_seed_worker,
+            pin_memory=torch.cuda.is_available(),
+        )  # fmt: skip
+        val = create_loader(data.val, batch_size=64)
+        phase2 = finetune.fine_tune(
+            net, train, val, epochs=rounds, lr=lr, bn_stats="fixed", keep_best=True,
+            patience=patience, loss_fn=loss_fn, device=device, progress=progress,
+            desc="fine-tuning rounds",
+        )  # fmt: skip
+        probe_loss = history.val_loss[0]
+        history.extend(phase2)
+        phase_names.append("fine-tune")
+        if min(phase2.val_loss) < probe_loss:
+            history.best_epoch = 1 + int(np.argmin(phase2.val_loss))
+        else:  # the fine-tune never beat the probe's validation loss: keep the probe
+            net.load_state_dict(probe_state)
+            history.best_epoch = 0
+    net = net.to(device).eval()
+    logits, targets = predict(net, create_loader(data.val, batch_size=64), device)
+    val_correct = (logits.argmax(1) == targets).numpy()
+    verdict = compare(val_correct, probe_correct)
     report = classification_report(
-        targets, logits.argmax(1), labels=range(len(data.classes)),
+        targets, logits.argmax(1), labels=range(n_classes),
         target_names=data.classes, zero_division=0,
     )  # fmt: skip
-    if progress:
-        print(report)
-    trained = trained_model(
-        model.cpu(), data.classes, DEFAULT_MODEL, image_size, history
+    trained = trained_model(net.cpu(), data.classes, DEFAULT_MODEL, image_size, history)
+    h = trained.history
+    h.update(
+        strategy=strategy,
+        stage=int(stage),
+        probe_stage=int(best),
+        phase_names=phase_names,
+        report=report,
+        val_correct=val_correct.astype(int).tolist(),
+        probe_val_correct=probe_correct.astype(int).tolist(),
+        verdict=_verdict_words(verdict),
     )
-    trained.history["report"] = report
+    h["epochs_table"] = _epoch_table(h)
+    if progress:
+        print(h["epochs_table"])
+        print(report)
+        print(
+            f"saved model ({strategy}) on validation: {val_correct.mean():.3f}; the "
+            f"probe of {STAGE_NAMES[best]}: {probe_correct.mean():.3f}"
+        )
+        print(h["verdict"])
     trained.model.eval()
     return trained
 
@@ -137,15 +327,14 @@ def _image_files(path: Path) -> list[Path]:
     return files
 
 
-def _readable(files: list[Path]) -> list:
-    images, kept = [], []
+def _readable(files: list[Path]):
+    """``(file, RGB image)`` for the files that decode; the others are skipped with a
+    warning that names them. Read lazily, so a large folder is never all in memory."""
     for file in files:
         try:
-            images.append(load_rgb(file))
-            kept.append(file)
+            yield file, load_rgb(file)
         except RuntimeError as err:
             warnings.warn(f"Skipping {err}", stacklevel=3)
-    return list(zip(kept, images, strict=True))
 
 
 @torch.no_grad()
@@ -154,26 +343,192 @@ def predict_images(
     path: str | Path,
     top_k: int = 3,
     batch_size: int = 16,
+    device: torch.device | str | None = None,
+    progress: bool = False,
 ) -> list[Prediction]:
     """Top-``k`` classes with probabilities for an image file or every image in a folder (chapter 5).
 
     ``trained`` is a :class:`~tlutils.checkpoint.TrainedModel` or the path of a
-    checkpoint. Unreadable images are skipped with a warning that names them.
+    checkpoint. Unreadable images are skipped with a warning that names them. ``device``
+    moves the model there (default: where it is); ``progress`` shows a labelled bar.
     """
+    from tqdm.auto import tqdm
+
     if isinstance(trained, (str, Path)):
         trained = load_model(trained)
     transform = trained.transform()
     model = trained.model.eval()
+    if device is not None:
+        model = model.to(device)
     device = next(model.parameters()).device
     k = max(1, min(top_k, len(trained.classes)))
+    files = _image_files(Path(path))
     rows = []
-    pairs = _readable(_image_files(Path(path)))
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start : start + batch_size]
+    bar = tqdm(total=len(files), desc="predicting images", disable=not progress)
+    pairs = _readable(files)
+    while chunk := [pair for _, pair in zip(range(batch_size), pairs)]:
         batch = torch.stack([transform(img) for _, img in chunk]).to(device)
         probs = model(batch).float().softmax(1).cpu()
         top = probs.topk(k, dim=1)
         for (file, _), p, i in zip(chunk, top.values, top.indices, strict=True):
             names = [trained.classes[j] for j in i.tolist()]
             rows.append(Prediction(str(file), names, [round(v, 6) for v in p.tolist()]))
+        bar.update(len(chunk))
+    bar.close()
     return rows
+
+
+@dataclass
+class Evaluation:
+    """A trained model scored on a labelled folder, for error analysis (chapter 5)."""
+
+    classes: list[str]  # the model's classes
+    files: list[str]
+    true: list[int]  # class index of each file (its folder)
+    predicted: list[int]
+    confidence: list[float]  # probability of the predicted class
+    true_probability: list[float]  # probability the model gave the true class
+
+    @property
+    def accuracy(self) -> float:
+        """Share of images whose top class is their folder's."""
+        return float(np.mean(np.asarray(self.true) == np.asarray(self.predicted)))
+
+    @property
+    def balanced_accuracy(self) -> float:
+        """Mean recall over the classes present in the folder."""
+        from sklearn.metrics import balanced_accuracy_score
+
+        return float(balanced_accuracy_score(self.true, self.predicted))
+
+    def confusion_matrix(self) -> np.ndarray:
+        """Rows: true class; columns: predicted class (the model's class order)."""
+        from sklearn.metrics import confusion_matrix
+
+        return confusion_matrix(
+            self.true, self.predicted, labels=range(len(self.classes))
+        )
+
+    def most_confidently_wrong(self, n: int = 10) -> list[tuple[str, str, str, float]]:
+        """``(file, true class, predicted class, confidence)`` of the ``n`` wrong
+        predictions the model was surest of: where to look first (chapter 5)."""
+        wrong = [i for i, (t, p) in enumerate(zip(self.true, self.predicted)) if t != p]
+        wrong.sort(key=lambda i: -self.confidence[i])
+        return [
+            (
+                self.files[i],
+                self.classes[self.true[i]],
+                self.classes[self.predicted[i]],
+                self.confidence[i],
+            )
+            for i in wrong[:n]
+        ]
+
+    def report(self, n_wrong: int = 10) -> str:
+        """Accuracy, balanced accuracy, per-class precision and recall, the confusion
+        matrix and the most confidently wrong files, as text (chapter 5)."""
+        present = sorted(set(self.true) | set(self.predicted))
+        lines = [
+            f"{len(self.files)} images; accuracy {self.accuracy:.3f}, balanced accuracy "
+            f"{self.balanced_accuracy:.3f}",
+            "",
+            classification_report(
+                self.true,
+                self.predicted,
+                labels=present,
+                target_names=[self.classes[c] for c in present],
+                zero_division=0,
+            ),  # fmt: skip
+            "confusion matrix (rows: true class, columns: predicted class)",
+        ]
+        matrix = self.confusion_matrix()
+        width = max(7, *(len(c) for c in self.classes)) + 1
+        lines.append(
+            " " * width + "".join(f"{c[: width - 1]:>{width}}" for c in self.classes)
+        )
+        for c, row in zip(self.classes, matrix, strict=True):
+            lines.append(f"{c:<{width}}" + "".join(f"{v:>{width}}" for v in row))
+        wrong = self.most_confidently_wrong(n_wrong)
+        if wrong:
+            lines += ["", f"most confidently wrong ({len(wrong)} shown):"]
+            lines += [f"  {f}: {t} predicted {p} ({c:.3f})" for f, t, p, c in wrong]
+        return "\n".join(lines)
+
+    def plot(self, normalize: bool = False):
+        """The confusion matrix as a figure (:func:`tlutils.plot_confusion_matrix`)."""
+        from .plot import plot_confusion_matrix
+
+        return plot_confusion_matrix(
+            self.true, self.predicted, self.classes, normalize=normalize
+        )
+
+    def rows(self) -> list[dict]:
+        """One dict per image (file, true, predicted, confidence, true_probability,
+        correct), e.g. for a CSV file."""
+        return [
+            {
+                "file": f,
+                "true": self.classes[t],
+                "predicted": self.classes[p],
+                "confidence": c,
+                "true_probability": q,
+                "correct": int(t == p),
+            }
+            for f, t, p, c, q in zip(
+                self.files,
+                self.true,
+                self.predicted,
+                self.confidence,
+                self.true_probability,
+                strict=True,
+            )  # fmt: skip
+        ]
+
+
+def evaluate_folder(
+    trained: TrainedModel | str | Path,
+    folder: str | Path,
+    batch_size: int = 32,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> Evaluation:
+    """Score a trained model on a labelled folder: one sub-folder per class (chapter 5).
+
+    The sub-folders' names must be among the model's classes (a folder may hold fewer);
+    a folder split into ``train/`` and ``val/`` is scored on ``val/``. Images in nested
+    sub-folders count for their class; unreadable files are skipped with a warning.
+    """
+    if isinstance(trained, (str, Path)):
+        trained = load_model(trained)
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"{root} does not exist. Give a folder with one sub-folder per class."
+        )
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        root = root / "val"
+    names = sorted(d.name for d in root.iterdir() if d.is_dir())
+    unknown = [n for n in names if n not in trained.classes]
+    if not names or unknown:
+        raise ValueError(
+            f"{root} must hold one sub-folder per class named as the model's classes "
+            f"({', '.join(trained.classes)}); "
+            + (f"unknown: {', '.join(unknown)}." if unknown else "it has none.")
+        )
+    files, true, pred, conf, ptrue = [], [], [], [], []
+    for name in names:
+        if not any(is_image_file(p.name) for p in (root / name).rglob("*")):
+            continue
+        rows = predict_images(
+            trained, root / name, top_k=len(trained.classes), batch_size=batch_size,
+            device=device, progress=progress,
+        )  # fmt: skip
+        for row in rows:
+            files.append(row.file)
+            true.append(trained.classes.index(name))
+            pred.append(trained.classes.index(row.classes[0]))
+            conf.append(row.probabilities[0])
+            ptrue.append(row.probabilities[row.classes.index(name)])
+    if not files:
+        raise ValueError(f"{root} holds no readable images in its class folders.")
+    return Evaluation(list(trained.classes), files, true, pred, conf, ptrue)

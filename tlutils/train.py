@@ -267,6 +267,7 @@ def fit(
     mixed_precision: bool = True,
     device: torch.device | str | None = None,
     progress: bool = True,
+    desc: str = "epochs",
 ) -> History:
     """Train ``model`` for ``epochs`` and return its :class:`History` (chapters 2-4).
 
@@ -276,7 +277,9 @@ def fit(
     With a ``val_loader``, the epoch with the best ``monitor`` is recorded; ``keep_best``
     restores its weights at the end and ``patience`` stops after that many epochs without
     improvement. ``on_epoch_end(epoch, model)`` runs after every epoch (chapter 4 unfreezes
-    stages and probes features in it). Mixed precision is used on CUDA only.
+    stages and probes features in it). Mixed precision is used on CUDA only. ``desc``
+    labels the progress bar. ``stopped_early`` is True only when patience ended training
+    before its last epoch.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}.")
@@ -301,7 +304,7 @@ def fit(
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     history = History()
     best_score, best_state = -math.inf, None
-    bar = tqdm(range(epochs), desc="epochs", disable=not progress)
+    bar = tqdm(range(epochs), desc=desc, disable=not progress)
     for epoch in bar:
         start = time.perf_counter()
         loss, acc = _train_epoch(
@@ -334,7 +337,7 @@ def fit(
             history.best_epoch if history.best_epoch is not None else -1
         )  # NaN losses
         if patience is not None and epoch - best >= patience:
-            history.stopped_early = True
+            history.stopped_early = epoch < epochs - 1  # not early on the last epoch
             break
     if best_state is not None:
         model.load_state_dict(best_state)
