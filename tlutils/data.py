@@ -12,7 +12,12 @@ Where the data comes from, in this order:
    ``<name>/`` mirrors (as on the course's CI machines). It is read as it is and the
    network is never touched.
 2. Otherwise the official archive is downloaded once into the cache folder
-   (``TLUTILS_CACHE``, default ``~/.cache/tlutils``), checked and extracted atomically.
+   (``TLUTILS_CACHE``, default ``~/.cache/tlutils``) with pooch (a timeout, retries, a
+   progress bar), its published size and SHA-256 are checked, and it is extracted
+   atomically; hymenoptera's files are checked one by one against a list shipped in
+   ``tlutils/manifests/``, and the flowers are prepared as the course's copy (shorter side
+   160 px, see the mirror's ``SOURCE.md``). Each failure raises a :class:`DownloadError`
+   that says what happened and what to do.
 """
 
 from __future__ import annotations
