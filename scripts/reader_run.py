@@ -2,7 +2,7 @@
 
 ::
 
-    python scripts/reader_run.py [--data ../shared/data] [--keep WORKDIR]
+    python scripts/reader_run.py [--preinstalled-torch] [--data ../shared/data] [--keep DIR]
 
 1. Builds the official download archives (``hymenoptera_data.zip`` and
    ``flower_photos.tgz``, in the official layouts) from the course's data mirror and serves
@@ -13,7 +13,10 @@
    checksum, extraction, and the flowers' preparation.
 2. Creates a new, plain virtual environment (no system site-packages, so none of the
    developer's tools: no pytest, no MyST-NB) and installs only ``pip install .`` there, plus
-   ``nbclient`` and ``ipykernel`` to execute notebooks.
+   ``nbclient`` and ``ipykernel`` to execute notebooks. From PyPI, torch comes with its CUDA
+   libraries (about 6 GB; 12 minutes on the course's machine). ``--preinstalled-torch``
+   does what Colab does instead: torch and torchvision (and only what they require) are
+   already there, linked from the running Python.
 3. Executes ``notebooks/ch1_pretrained_models.ipynb`` and ``notebooks/ch5_your_project.ipynb``
    with nbclient in that environment, then runs ``tlutils diagnose``, ``tlutils train`` and
    ``tlutils predict`` on a small folder of flowers.
@@ -211,7 +214,7 @@ def glued_names(notebook: str) -> set[str]:
     names = set()
     for page in (ROOT / "book").glob("*.md"):
         for match in re.finditer(
-            rf"\{{glue:?\w*\}}`(?:\.\./notebooks/)?{notebook}\.ipynb::([\w-]+)",
+            rf"\{{glue:text\}}`(?:\.\./notebooks/)?{notebook}\.ipynb::([\w-]+)",
             page.read_text(),
         ):
             names.add(match.group(1))
@@ -255,12 +258,52 @@ nbformat.write(nb, out)
 """
 
 
+def _link_preinstalled(
+    venv: Path, names: tuple[str, ...] = ("torch", "torchvision")
+) -> int:
+    """Link the running Python's ``names`` and everything they require into the venv's
+    site-packages, as Colab has torch and torchvision preinstalled (nothing else leaks:
+    no pytest, no MyST-NB). Returns the number of distributions linked."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    todo, seen = list(names), set()
+    while todo:
+        name = todo.pop().lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        for req in dist.requires or []:
+            r = Requirement(req)
+            if r.marker is None or r.marker.evaluate({"extra": ""}):
+                todo.append(r.name)
+        base = Path(dist.locate_file(""))
+        for top in {Path(f).parts[0] for f in dist.files or []}:
+            src, dst = base / top, site / top
+            if src.exists() and not dst.exists() and not top.startswith(".."):
+                dst.symlink_to(src)
+    return len(seen)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--keep", help="work in this folder and keep it")
     parser.add_argument(
         "--venv", help="reuse this virtual environment (default: a new one)"
+    )
+    parser.add_argument(
+        "--preinstalled-torch",
+        action="store_true",
+        help="as in Colab, torch and torchvision (and what they need) are already there: "
+        "link this Python's into the new venv instead of downloading them from PyPI "
+        "(several GB with the CUDA libraries)",
     )
     args = parser.parse_args(argv)
     data = Path(args.data).resolve()
@@ -311,6 +354,8 @@ def main(argv: list[str] | None = None) -> int:
             ".git", "_build", "*.egg-info", "build", "__pycache__", ".ruff_cache"
         ),
     )
+    if args.preinstalled_torch:
+        print("linked from this Python:", _link_preinstalled(venv), "distributions")
     _run(
         [py, "-m", "pip", "install", "-q", ".", "nbclient", "ipykernel"],
         env=clean_env,
@@ -340,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 _run(
                     [py, "-c", NB_RUNNER, ROOT / "notebooks" / f"{name}.ipynb", out,
-                     work],
+                     ROOT / "notebooks"],
                     env=env,
                 )  # fmt: skip
             except subprocess.CalledProcessError as err:
@@ -355,12 +400,13 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         flowers = work / "cache" / "datasets" / "flowers"
         folder = work / "small_folder"
-        for cls in ("daisy", "roses", "tulips"):
-            (folder / cls).mkdir(parents=True, exist_ok=True)
-            for p in sorted((flowers / cls).iterdir())[:12]:
-                shutil.copy(p, folder / cls / p.name)
         cli = venv / "bin" / "tlutils"
         try:
+            _run([py, "-c", "import tlutils as tl; tl.dataset_dir('flowers')"], env=env)
+            for cls in ("daisy", "roses", "tulips"):
+                (folder / cls).mkdir(parents=True, exist_ok=True)
+                for p in sorted((flowers / cls).iterdir())[:12]:
+                    shutil.copy(p, folder / cls / p.name)
             _run([cli, "diagnose", folder, "--report", work / "report.md"], env=env)
             _run(
                 [cli, "train", folder, "--out", work / "model.pt",
