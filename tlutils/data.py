@@ -391,7 +391,7 @@ def dataset_dir(name: str, download: bool = True) -> Path:
 class DownloadError(RuntimeError):
     """A dataset download failed; ``kind`` says how: ``"offline"``, ``"not_found"``,
     ``"http"``, ``"timeout"``, ``"incomplete"`` (size or checksum mismatch), ``"corrupt"``
-    (a truncated or broken archive) or ``"disk_full"``."""
+    (a truncated or broken archive) or ``"disk_full"`` (chapter 1)."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
