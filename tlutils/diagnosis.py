@@ -155,7 +155,9 @@ class Diagnosis:
     similar: bool
     evidence: str
     recommendation: Recommendation
-    train_strategy: str  # what `tlutils train` will run (the case's strategy)
+    train_strategy: str  # what `tlutils train` will run: the case's strategy, except
+    # that a probe recommended for case 1 is the chosen stage's (cut_probe) when that
+    # stage is not the final one, so that the trained model is the probe measured here
     seconds_per_epoch: float  # estimated fine-tuning time of one epoch here
     device: str
 
@@ -356,12 +358,15 @@ def diagnose(
     seconds = _epoch_seconds(
         replace_head(model, len(data.classes)), len(ytr), image_size, device
     )
+    strategy = rec.strategy
+    if strategy == "linear_probe" and best != len(curve) - 1:
+        strategy = "cut_probe"  # the probe measured best is a middle stage's: train it
     return Diagnosis(
         scan, image_size, curve, verdict, best, float((pred == yva).mean()),
         float(balanced_accuracy_score(yva, pred)),
         dict(zip(data.classes, map(float, recall), strict=True)),
         conf, consistency, top, similar, evidence, rec,
-        rec.strategy, seconds, str(device),
+        strategy, seconds, str(device),
     )  # fmt: skip
 
 
@@ -433,12 +438,18 @@ def _report(d: Diagnosis) -> str:
     lines += ["", "## Recommendation"]
     lines.append(
         f"- case {rec.case} ({rec.size}, {rec.similarity}): {rec.advice} "
-        f"`tlutils train` will run: {d.train_strategy}."
+        f"`tlutils train` will run: {d.train_strategy}"
+        + (
+            f" (the probe of {STAGE_NAMES[d.best_stage]}, which scored best on your "
+            "training images)."
+            if d.train_strategy != rec.strategy
+            else "."
+        )
     )
     lines.append(
         f"- the probe of {STAGE_NAMES[d.best_stage]} already reaches "
-        f"{d.val_accuracy:.3f} on validation; `tlutils train` starts from it (phase 1) "
-        "and keeps a fine-tuned model only if it scores a lower validation loss; one "
+        f"{d.val_accuracy:.3f} on validation: the model `tlutils train` delivers is "
+        "compared with it on the same images; one "
         f"epoch of fine-tuning takes about {d.seconds_per_epoch:.0f} s on {d.device}."
     )
     return "\n".join(lines)
