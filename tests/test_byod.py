@@ -51,6 +51,8 @@ def test_page_code_runs_as_printed(make, tmp_path, monkeypatch):
     new = tmp_path / "new_photos"
     new.mkdir()
     shutil.copy(next(folder.rglob("*.png")), new / "a.png")
+    labelled = folder / "val" if (folder / "val").is_dir() else folder
+    shutil.copytree(labelled, tmp_path / "labelled_photos")
     code = page_code().replace("image_size=160", "image_size=64")
     small = "fine_tune_epochs=1, min_steps=1, batch_size=8"
     code = code.replace("fine_tune_epochs=5", small)
