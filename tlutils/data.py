@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets, transforms
 
@@ -723,10 +723,18 @@ def is_image_file(path: str) -> bool:
 
 
 def load_rgb(path: str | Path) -> Image.Image:
-    """Open an image file as RGB (grayscale, palette, RGBA and GIF images are converted); name the file if it is unreadable (chapter 1)."""
+    """Open an image file as RGB (grayscale, palette, RGBA and GIF images are converted); name the file if it is unreadable (chapter 1).
+
+    The EXIF orientation of a photo is applied (a phone's portrait shot stands upright), and
+    16-bit images are scaled to 8 bits rather than clipped to white.
+    """
     try:
         with Image.open(path) as img:
             img.load()
+            img = ImageOps.exif_transpose(img)
+            if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+                wide = np.asarray(img, dtype=np.int64) >> 8  # 16 bits to 8
+                img = Image.fromarray(wide.clip(0, 255).astype(np.uint8), "L")
             if img.mode == "RGBA" or (img.mode == "P" and "transparency" in img.info):
                 img = img.convert("RGBA")
                 background = Image.new("RGBA", img.size, (255, 255, 255, 255))
@@ -892,15 +900,18 @@ def _class_folder(root: Path, check_images: bool) -> datasets.ImageFolder:
     empty = [
         c
         for c in classes
-        if not any(is_image_file(p.name) for p in (root / c).iterdir())
+        if not any(is_image_file(p.name) for p in (root / c).rglob("*"))
     ]
     if empty:
         raise ValueError(
             f"Class folder(s) {', '.join(str(root / c) for c in empty)} hold no images. "
             "Add images to them or remove them."
         )
-    paths = sorted(
-        p for c in classes for p in (root / c).iterdir() if is_image_file(p.name)
+    paths = sorted(  # images in nested sub-folders too: ImageFolder reads them
+        p
+        for c in classes
+        for p in (root / c).rglob("*")
+        if p.is_file() and is_image_file(p.name)
     )
     bad = set(unreadable_images(paths)) if check_images else set()
     if bad:
