@@ -80,8 +80,8 @@ __all__ = [
     "train_top",
     "resized_cell",
     "selection_split",
-    "val_subset",
-    "top_correct",
+    "Comparison",
+    "compare",
     "top_accuracy",
     "fine_tune_score",
 ]
@@ -256,10 +256,8 @@ def plot_decision_guide(highlight: dict[int, str] | None = None):
     """The 2x2 decision guide: dataset size on one axis, similarity to ImageNet on the other (chapter 3).
 
     ``highlight`` maps a case number to a short text (e.g. a measured result) written
-    under that case's recipe, wrapped so that it stays inside its quadrant.
+    under that case's recipe.
     """
-    import textwrap
-
     import matplotlib.pyplot as plt
 
     highlight = highlight or {}
@@ -278,7 +276,7 @@ def plot_decision_guide(highlight: dict[int, str] | None = None):
     colors = {1: "#cfe8cf", 2: "#fde2c4", 3: "#cde0f5", 4: "#e6d5f0"}
     # x: similarity (similar left, different right); y: size (large top, small bottom)
     position = {1: (0, 0), 2: (1, 0), 3: (0, 1), 4: (1, 1)}
-    fig, ax = plt.subplots(figsize=(8, 6.5))
+    fig, ax = plt.subplots(figsize=(7.5, 6))
     for case, (x, y) in position.items():
         ax.add_patch(
             plt.Rectangle(
@@ -287,22 +285,24 @@ def plot_decision_guide(highlight: dict[int, str] | None = None):
         )
         ax.text(
             x + 0.5,
-            y + 0.9,
+            y + 0.82,
             titles[case],
             ha="center",
             va="center",
             fontsize=12,
             weight="bold",
         )
-        ax.text(x + 0.5, y + 0.64, recipes[case], ha="center", va="center", fontsize=10)
+        ax.text(
+            x + 0.5, y + 0.5, recipes[case], ha="center", va="center", fontsize=10.5
+        )
         if case in highlight:
             ax.text(
                 x + 0.5,
-                y + 0.23,
-                textwrap.fill(highlight[case], 34),
+                y + 0.14,
+                highlight[case],
                 ha="center",
                 va="center",
-                fontsize=8.5,
+                fontsize=9,
                 style="italic",
             )
     ax.set(xlim=(0, 2), ylim=(0, 2))
@@ -334,9 +334,7 @@ N_LARGE = 300
 
 Three times the course's line between small and large (:data:`SMALL_MAX_PER_CLASS`)."""
 N_VAL = 50
-"""Validation images per class where a trained arm is scored again and again (chapter 3's
-network from scratch, :func:`val_subset`); every other arm scores the whole validation
-split."""
+"""Validation images per class on a CPU (chapter 3; the whole split with ``full``)."""
 SMALL_DRAWS: tuple[int, ...] = (0, 1, 2, 3, 4)
 """Seeds of the random draws of the small training set (chapter 3)."""
 UPSAMPLED_SIZE = 128
@@ -377,9 +375,8 @@ def load_cell_data(
 
     ``config`` is the model's preprocessing (:func:`tlutils.data_config`). On a CPU
     (``full=False``) the large set has :data:`N_LARGE` images per class (``n_large``
-    if given); with ``full=True`` it is the whole training split. Validation is always
-    the whole validation split: the probes and the recipe score it from cached features
-    at almost no cost (:func:`val_subset` picks fewer for arms that cost more).
+    if given) and validation :data:`N_VAL` per class; with ``full=True`` both are the
+    whole splits.
     """
     size = image_size or IMAGE_SIZE[name]
     eval_tf = create_transform(config, image_size=size)
@@ -387,10 +384,10 @@ def load_cell_data(
     train_tf = create_transform(config, train=True, image_size=size)
     augmented = load_dataset(name, train_tf)  # the same split, augmented
     if full:
-        large = Subset(plain.train, range(len(plain.train)))
+        large, val = Subset(plain.train, range(len(plain.train))), plain.val
     else:
         large = subsample_per_class(plain.train, n_large or N_LARGE, seed=0)
-    val = Subset(plain.val, range(len(plain.val)))
+        val = subsample_per_class(plain.val, N_VAL, seed=0)
     small = {
         seed: subsample_per_class(large, N_SMALL, seed=seed).indices
         for seed in SMALL_DRAWS
@@ -406,31 +403,15 @@ def load_cell_data(
     )
 
 
-def val_subset(cell: CellData, per_class: int | None = None) -> np.ndarray:
-    """Rows of ``cell.val``: a seeded subset of ``per_class`` (:data:`N_VAL`) images per
-    class (chapter 3), for an arm too costly to score on every validation image (the
-    network from scratch is scored at every budget). Compare other arms with it on the
-    same rows: ``correct[rows]``."""
-    return np.asarray(
-        subsample_per_class(cell.val, per_class or N_VAL, seed=0).indices, dtype=int
-    )
-
-
 def resized_cell(
-    cell: CellData,
-    config: dict[str, Any],
-    image_size: int,
-    per_class: int,
-    val_rows: Sequence[int] | None = None,
+    cell: CellData, config: dict[str, Any], image_size: int, per_class: int
 ) -> tuple[CellData, list[int]]:
     """A subset of ``cell``'s images at another input size, for a fair size test (chapter 3).
 
     Takes ``per_class`` images per class of ``cell.large`` (seeded) and the same validation
-    images (``val_rows`` of ``cell.val``, or all of them), resized to ``image_size``.
-    Returns the new cell and ``rows``: the positions of its training images in
-    ``cell.large``, so the features of the same images at the original size are
-    ``features[rows]`` (and ``val_features[val_rows]``). The small draws are drawn afresh
-    from the subset.
+    images, resized to ``image_size``. Returns the new cell and ``rows``: the positions of
+    its training images in ``cell.large``, so the features of the same images at the
+    original size are ``features[rows]``. The small draws are drawn afresh from the subset.
     """
     rows = subsample_per_class(cell.large, per_class, seed=0).indices
     eval_tf = create_transform(config, image_size=image_size)
@@ -439,10 +420,8 @@ def resized_cell(
     augmented = load_dataset(cell.name, train_tf)
     indices = [cell.large.indices[r] for r in rows]
     large = Subset(plain.train, indices)
-    val_indices = list(getattr(cell.val, "indices", range(len(cell.val))))
-    if val_rows is not None:
-        val_indices = [val_indices[r] for r in val_rows]
-    val = Subset(plain.val, val_indices)
+    val_indices = getattr(cell.val, "indices", range(len(cell.val)))
+    val = Subset(plain.val, list(val_indices))
     small = {
         seed: subsample_per_class(large, N_SMALL, seed=seed).indices
         for seed in cell.small
@@ -683,15 +662,13 @@ def train_top(
 
 
 @torch.no_grad()
-def top_correct(
+def top_accuracy(
     top: nn.Module,
     maps: torch.Tensor,
     labels: torch.Tensor | np.ndarray,
     device: torch.device | str | None = None,
-) -> np.ndarray:
-    """Which images a top (:func:`train_top`) gets right on cached bottom outputs, in eval
-    mode (chapter 3): a boolean array in the images' order, what the verdict rule
-    (:func:`tlutils.verdict.compare`) pairs."""
+) -> float:
+    """Accuracy of a top (:func:`train_top`) on cached bottom outputs, eval mode (chapter 3)."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     top = top.to(device).eval()
     predictions = torch.cat(
@@ -700,33 +677,7 @@ def top_correct(
             for i in range(0, len(maps), 256)
         ]
     )
-    return (predictions == torch.as_tensor(np.asarray(labels))).numpy()
-
-
-def top_accuracy(
-    top: nn.Module,
-    maps: torch.Tensor,
-    labels: torch.Tensor | np.ndarray,
-    device: torch.device | str | None = None,
-) -> float:
-    """Accuracy of a top (:func:`train_top`) on cached bottom outputs, eval mode (chapter 3)."""
-    return float(top_correct(top, maps, labels, device).mean())
-
-
-def _read_run(path: Path, n_images: int) -> tuple[np.ndarray, float] | None:
-    """A stored run of :func:`fine_tune_score`, or None (and the file removed) if it is
-    missing, damaged or not scored on ``n_images`` images."""
-    if not path.is_file():
-        return None
-    try:
-        stored = json.loads(path.read_text())
-        bits, seconds = str(stored["correct"]), float(stored["seconds"])
-        if len(bits) != n_images or set(bits) - {"0", "1"}:
-            raise ValueError("not this run's images")
-    except (ValueError, KeyError, TypeError):  # damaged: run again, never trust
-        path.unlink(missing_ok=True)
-        return None
-    return np.frombuffer(bits.encode(), dtype=np.uint8) == ord("1"), seconds
+    return float((predictions == torch.as_tensor(np.asarray(labels))).float().mean())
 
 
 def fine_tune_score(
@@ -743,10 +694,9 @@ def fine_tune_score(
     batch_size: int = 32,
     decay: float = FINE_TUNE_DECAY,
     device: torch.device | str | None = None,
-) -> tuple[np.ndarray, float]:
-    """:func:`train_top`, then :func:`top_correct` on ``score = (inputs, labels)``
-    (chapter 3); returns which of those images it got right (a boolean array: its mean is
-    the accuracy) and the seconds the training took.
+) -> tuple[float, float]:
+    """:func:`train_top`, then its :func:`top_accuracy` on ``score = (inputs, labels)``
+    (chapter 3); returns the accuracy and the seconds the training took.
 
     Both are kept in the disk cache (``<cache>/results``), under a key made of every
     argument, the weights and the code that trains: the second notebook of chapter 3
@@ -760,24 +710,25 @@ def fine_tune_score(
     settings = {"seed": int(seed), "batch_size": batch_size, "decay": decay}
     key = _run_key(*args, score, settings, device.type)
     path = cache_dir() / "results" / f"{key}.json"
-    stored = _read_run(path, len(score[1]))
-    if stored is not None:
-        return stored
+    if path.is_file():
+        try:
+            stored = json.loads(path.read_text())
+            return float(stored["accuracy"]), float(stored["seconds"])
+        except (ValueError, KeyError, TypeError):  # damaged: run again, never trust
+            path.unlink(missing_ok=True)
     start = time.perf_counter()
     top = train_top(*args, device=device, **settings)
     seconds = time.perf_counter() - start
-    correct = top_correct(top, *score, device=device)
+    accuracy = top_accuracy(top, *score, device=device)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            bits = "".join("1" if c else "0" for c in correct)
-            record = {"accuracy": float(correct.mean()), "seconds": seconds}
-            json.dump({**record, "correct": bits}, f)
+            json.dump({"accuracy": accuracy, "seconds": seconds}, f)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)  # only left if the write failed
-    return correct, seconds
+    return accuracy, seconds
 
 
 def _run_key(*parts: Any) -> str:
@@ -809,3 +760,70 @@ def _run_key(*parts: Any) -> str:
     for part in parts:
         add(part)
     return digest.hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Arm ``a`` against arm ``b`` over paired seeds or draws (chapter 3).
+
+    ``verdict`` is ``"a"`` or ``"b"`` (that arm wins) only if it wins for every seed and
+    its smallest win is larger than the ``spread``: the larger seed-to-seed standard
+    deviation of the two arms, and at least the validation set's own resolution (one
+    standard error of an accuracy on it); otherwise ``"within noise"``.
+    """
+
+    mean_difference: float  # mean of a - b
+    smallest: float  # the smallest per-seed a - b
+    largest: float  # the largest per-seed a - b
+    spread: float  # the larger standard deviation of the two arms
+    verdict: str  # "a", "b" or "within noise"
+
+    @property
+    def margin(self) -> float:
+        """The winner's smallest per-seed lead (0 when within noise)."""
+        if self.verdict == "a":
+            return self.smallest
+        return -self.largest if self.verdict == "b" else 0.0
+
+    def describe(self, a: str, b: str) -> str:
+        """The verdict in words, naming the arms ``a`` and ``b`` (for prose and tables)."""
+        if self.verdict == "within noise":
+            return (
+                f"within noise ({a} minus {b}: {self.smallest:+.3f} to "
+                f"{self.largest:+.3f}, spread {self.spread:.3f})"
+            )
+        winner = a if self.verdict == "a" else b
+        return (
+            f"{winner} wins every run by at least {self.margin:.3f} "
+            f"(spread {self.spread:.3f})"
+        )
+
+
+def compare(a: Any, b: Any, n_val: int | None = None) -> Comparison:
+    """Compare two arms' accuracies seed by seed: who wins surely, or within noise (chapter 3).
+
+    ``a`` and ``b`` are per-seed accuracies in the same order (paired: seed ``i`` of both
+    saw the same data); a single number stands for a deterministic arm (the same for
+    every seed). ``n_val``, the number of validation images, sets the smallest spread:
+    one standard error of the arms' accuracy on that many images, so that two
+    deterministic arms are not called different on a difference of one or two images.
+    """
+    a, b = np.atleast_1d(np.asarray(a, float)), np.atleast_1d(np.asarray(b, float))
+    if len(a) != len(b) and 1 not in (len(a), len(b)):
+        raise ValueError(
+            f"Pair the arms seed by seed: got {len(a)} and {len(b)} results."
+        )
+    diff = a - b
+    spread = float(max(a.std(), b.std()))
+    if n_val is not None:
+        p = np.clip(np.concatenate([a, b]), 0, 1)
+        spread = max(spread, float(np.sqrt(p * (1 - p) / n_val).max()))
+    if diff.min() > spread:
+        verdict = "a"
+    elif -diff.max() > spread:
+        verdict = "b"
+    else:
+        verdict = "within noise"
+    return Comparison(
+        float(diff.mean()), float(diff.min()), float(diff.max()), spread, verdict
+    )
