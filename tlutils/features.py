@@ -343,12 +343,13 @@ def choose_probe_C(
         return float(Cs[0] if len(Cs) == 1 else 1.0)
     split = StratifiedKFold(min(folds, smallest), shuffle=True, random_state=seed)
     scores = []
-    for C in Cs:
-        correct = 0
-        for inner, held in split.split(x, y):
-            probe = _probe_pipeline(C).fit(x[inner], y[inner])
-            correct += int((probe.predict(x[held]) == y[held]).sum())
-        scores.append(correct)
+    with _one_blas_thread():
+        for C in Cs:
+            correct = 0
+            for inner, held in split.split(x, y):
+                probe = _probe_pipeline(C).fit(x[inner], y[inner])
+                correct += int((probe.predict(x[held]) == y[held]).sum())
+            scores.append(correct)
     return float(Cs[int(np.argmax(scores))])
 
 
@@ -358,6 +359,14 @@ def _probe_pipeline(C: float):
     from sklearn.preprocessing import StandardScaler
 
     return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
+
+
+def _one_blas_thread():
+    """Logistic regression on a few thousand rows runs faster on one BLAS thread: with the
+    default threads one fit took 2.07 s of CPU against 0.11 s on one thread (2-core CPU)."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
 
 
 def fit_probe(
@@ -376,7 +385,8 @@ def fit_probe(
     x = x.reshape(len(x), -1)
     if C is None:
         C = choose_probe_C(x, y, seed=seed)
-    return _probe_pipeline(C).fit(x, y)
+    with _one_blas_thread():
+        return _probe_pipeline(C).fit(x, y)
 
 
 def linear_probe_correct(
