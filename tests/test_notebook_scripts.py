@@ -121,9 +121,13 @@ def test_time_notebooks_runs_notebooks_and_writes_table(tmp_path: Path):
         if line.startswith("| `")
     }
     ok_cells = [c.strip() for c in rows["`ok.ipynb`"].split("|")[1:-1]]
-    assert ok_cells[3] == "ok" and float(ok_cells[1]) >= 0  # wall time in whole seconds
+    # notebook | wall (s) | calibration units | at reference speed (s) | budget | peak | status
     assert (
-        float(ok_cells[2]) >= 200
+        ok_cells[-1] == "ok" and float(ok_cells[1]) >= 0
+    )  # wall time in whole seconds
+    assert float(ok_cells[2]) >= 0 and "(within)" in ok_cells[4]
+    assert (
+        float(ok_cells[5]) >= 200
     )  # the 200 MiB buffer is seen in the kernel's peak memory
     assert "failed: ValueError: boom" in rows["`bad.ipynb`"]
     text = out.read_text()
@@ -131,7 +135,23 @@ def test_time_notebooks_runs_notebooks_and_writes_table(tmp_path: Path):
         text.startswith("Measured on ")
         and "CPU cores" in text
         and "| **all 2** |" in text
+        and "Calibration (5 training steps of Lite0" in text
     )
     assert (
         nbformat.read(ok, as_version=4).cells[1].outputs == []
     )  # the notebook file is not modified
+
+
+def test_table_reports_calibration_units_and_budgets():
+    timings = [
+        time_notebooks.Timing("a.ipynb", 100.0, 10.0, "ok"),
+        time_notebooks.Timing("b.ipynb", 500.0, 20.0, "ok"),
+    ]
+    text = time_notebooks.table(timings, "today", "here", [9.0, 11.0])
+    reference = time_notebooks.REFERENCE_CALIBRATION_S
+    rows = [line.split("|")[1:-1] for line in text.splitlines() if "ipynb" in line]
+    assert float(rows[0][2]) == 10.0 and float(rows[1][2]) == 50.0  # seconds / 10 s
+    assert float(rows[1][3]) == round(50 * reference)  # at the reference speed
+    assert "9.0 s and 11.0 s in this run" in text
+    over = 50 * reference > time_notebooks.BUDGET_NOTEBOOK_S
+    assert ("OVER" in rows[1][4]) == over
