@@ -220,6 +220,12 @@ def test_probe_head_is_the_linear_probe() -> None:
     head = cases.probe_head(x, y)
     with torch.no_grad():
         pred = head(torch.as_tensor(xv, dtype=torch.float32)).argmax(1).numpy()
+    assert np.isclose(
+        (pred == yv).mean(), tl.linear_probe_accuracy(x, y, xv, yv, C=cases.PROBE_C)
+    )
+    chosen = cases.probe_head(x, y, C=None)  # C chosen on the training rows
+    with torch.no_grad():
+        pred = chosen(torch.as_tensor(xv, dtype=torch.float32)).argmax(1).numpy()
     assert np.isclose((pred == yv).mean(), tl.linear_probe_accuracy(x, y, xv, yv))
     two = cases.probe_head(x[:40], y[:40])  # two classes: two logits
     assert two.out_features == 2

@@ -75,6 +75,7 @@ __all__ = [
     "MAP_STAGES",
     "choose_stage",
     "probe_head",
+    "PROBE_C",
     "top_stages",
     "FINE_TUNE_DECAY",
     "train_top",
@@ -530,6 +531,13 @@ def cell_stage_features(
     return out
 
 
+PROBE_C = 1.0
+"""The probes' penalty in chapter 3's measurements: the fixed C of its last verified run.
+The rest of the course chooses C on the training features (:func:`tlutils.fit_probe`);
+chapter 3 moves to that with its rework on the verdict rule (issue 21), whose numbers have
+not yet been run to the end."""
+
+
 def choose_stage(
     features: dict[int, torch.Tensor] | list[torch.Tensor],
     labels: np.ndarray,
@@ -546,7 +554,9 @@ def choose_stage(
     """
     y = np.asarray(labels)
     scores = {
-        s: linear_probe_accuracy(features[s][fit], y[fit], features[s][held], y[held])
+        s: linear_probe_accuracy(
+            features[s][fit], y[fit], features[s][held], y[held], C=PROBE_C
+        )
         for s in stages
     }
     best = max(scores, key=lambda s: (scores[s], s))
@@ -554,12 +564,15 @@ def choose_stage(
 
 
 def probe_head(
-    features: torch.Tensor | np.ndarray, labels: np.ndarray, C: float | None = None
+    features: torch.Tensor | np.ndarray,
+    labels: np.ndarray,
+    C: float | None = PROBE_C,
 ) -> nn.Linear:
     """The linear probe as a PyTorch layer: the warm-up of the recipe's head (chapter 3).
 
     Fits the probe of :func:`tlutils.features.fit_probe` (standardised features, L2
-    penalty ``C``, chosen on these training features when ``None``) and folds the
+    penalty ``C``: chapter 3's :data:`PROBE_C`, or chosen on these training features
+    when ``None``) and folds the
     standardisation into an ``nn.Linear``, so the layer's predictions are the probe's. A
     fine-tune that starts from it starts from the probe (linear probing, then fine-tuning).
     """
