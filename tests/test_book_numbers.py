@@ -18,7 +18,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = sorted((ROOT / "book").glob("*.md"))
+# The timing table is not prose: the test run itself writes it (conftest.py) from what it
+# measured, so its numbers are pasted by construction.
+PAGES = sorted(
+    p for p in (ROOT / "book").glob("*.md") if p.name != "appendix_timings_table.md"
+)
 
 MEASUREMENT = {
     "decimal": r"(?<![\w.])0?\.\d{2,}\b",
