@@ -576,21 +576,10 @@ def probe_head(
     standardisation into an ``nn.Linear``, so the layer's predictions are the probe's. A
     fine-tune that starts from it starts from the probe (linear probing, then fine-tuning).
     """
-    from .features import fit_probe
+    from .features import fit_probe, probe_as_linear
 
     x = np.asarray(features, dtype=np.float64)
-    probe = fit_probe(x, np.asarray(labels), C)
-    scaler, clf = probe[0], probe[-1]
-    weight, bias = clf.coef_, clf.intercept_
-    if weight.shape[0] == 1:  # two classes: sklearn keeps one row
-        weight, bias = np.vstack([-weight, weight]) / 2, np.r_[-bias, bias] / 2
-    weight = weight / scaler.scale_
-    bias = bias - weight @ scaler.mean_
-    head = nn.Linear(x.shape[1], weight.shape[0])
-    with torch.no_grad():
-        head.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
-        head.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
-    return head
+    return probe_as_linear(fit_probe(x, np.asarray(labels), C))
 
 
 def top_stages(k: int) -> list[int]:

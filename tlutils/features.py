@@ -34,6 +34,7 @@ __all__ = [
     "linear_probe_accuracy",
     "linear_probe_correct",
     "fit_probe",
+    "probe_as_linear",
     "choose_probe_C",
     "PROBE_CS",
 ]
@@ -387,6 +388,23 @@ def fit_probe(
         C = choose_probe_C(x, y, seed=seed)
     with _one_blas_thread():
         return _probe_pipeline(C).fit(x, y)
+
+
+def probe_as_linear(probe) -> nn.Linear:
+    """A fitted probe (:func:`fit_probe`: standardiser + logistic regression) as one
+    ``nn.Linear`` with the same predictions: the standardisation folded into the weights
+    (chapters 3 and 5: the warm-up head of the recipe is the probe)."""
+    scaler, clf = probe[0], probe[-1]
+    weight, bias = clf.coef_, clf.intercept_
+    if weight.shape[0] == 1:  # two classes: scikit-learn keeps one row
+        weight, bias = np.vstack([-weight, weight]) / 2, np.r_[-bias, bias] / 2
+    weight = weight / scaler.scale_
+    bias = bias - weight @ scaler.mean_
+    head = nn.Linear(weight.shape[1], weight.shape[0])
+    with torch.no_grad():
+        head.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+        head.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+    return head
 
 
 def linear_probe_correct(

@@ -51,7 +51,7 @@ from .data import (
     targets_of,
 )
 from .diagnosis import choose_stage
-from .features import fit_probe, stage_features
+from .features import fit_probe, probe_as_linear, stage_features
 from .models import DEFAULT_MODEL, create_model, data_config, replace_head
 from .stages import NUM_STAGES, STAGE_NAMES
 from .train import History, get_device, predict, seed_everything
@@ -94,23 +94,6 @@ def _with_transform(dataset, transform):
     dataset = copy.copy(dataset)
     dataset.transform = transform
     return dataset
-
-
-def _probe_layer(probe) -> nn.Linear:
-    """A fitted probe (standardiser + logistic regression) as one ``nn.Linear`` whose
-    logits rank the classes as the probe does (the conversion of
-    :func:`tlutils.cases.probe_head`)."""
-    scaler, clf = probe[0], probe[-1]
-    weight, bias = clf.coef_, clf.intercept_
-    if weight.shape[0] == 1:  # two classes: scikit-learn keeps one row
-        weight, bias = np.vstack([-weight, weight]) / 2, np.r_[-bias, bias] / 2
-    weight = weight / scaler.scale_
-    bias = bias - weight @ scaler.mean_
-    head = nn.Linear(weight.shape[1], weight.shape[0])
-    with torch.no_grad():
-        head.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
-        head.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
-    return head
 
 
 @torch.no_grad()
@@ -222,7 +205,7 @@ def train_folder(
     if stage not in probes:
         probes[stage] = fit_probe(train_f[stage].numpy(), ytr, C=Cs[stage])
     probe_correct = probes[best].predict(val_f[best].numpy()) == yva
-    head = _probe_layer(probes[stage])
+    head = probe_as_linear(probes[stage])
     loss_fn = nn.functional.cross_entropy
     if class_weighted:
         weight = class_weights(targets_of(data.train), n_classes).to(device)
