@@ -392,8 +392,8 @@ def fit_probe(
 
 def probe_as_linear(probe) -> nn.Linear:
     """A fitted probe (:func:`fit_probe`: standardiser + logistic regression) as one
-    ``nn.Linear`` with the same predictions: the standardisation folded into the weights
-    (chapters 3 and 5: the warm-up head of the recipe is the probe)."""
+    ``nn.Linear`` with the same predictions: the standardisation folded into the weights.
+    The warm-up head of the recipe is the probe (chapters 3 and 5)."""
     scaler, clf = probe[0], probe[-1]
     weight, bias = clf.coef_, clf.intercept_
     if weight.shape[0] == 1:  # two classes: scikit-learn keeps one row
