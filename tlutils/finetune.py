@@ -119,7 +119,8 @@ def fine_tune(
     down (the head and the highest stage first), as in ULMFiT. BatchNorm statistics stay
     fixed (``bn_stats="fixed"``), as chapter 4 recommends. With a ``val_loader`` the best
     epoch's weights are restored (``keep_best``); further keyword arguments (``monitor``,
-    ``patience``, ``device``, ...) go to :func:`tlutils.fit`.
+    ``patience``, ``device``, ``schedule="cosine"`` with ``warmup_steps``, ...) go to
+    :func:`tlutils.fit`, whose schedule then runs on this function's optimiser.
     """
     _check_choice("bn_stats", bn_stats, BNStats)  # before anything is frozen or trained
     named = _named_stages(model)

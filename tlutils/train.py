@@ -14,7 +14,9 @@ One meaning per keyword, in this module and everywhere in tlutils:
 * ``bn_stats``: what BatchNorm layers do with their running statistics (:data:`BNStats`);
 * ``monitor``, ``keep_best``, ``patience``: which validation number picks the best epoch,
   whether its weights are restored at the end, and how many epochs without improvement
-  end training early.
+  end training early;
+* ``schedule``, ``warmup_steps``: the learning rate over the run (:data:`Schedule`),
+  after a linear warm-up of that many steps.
 """
 
 from __future__ import annotations
@@ -39,10 +41,12 @@ __all__ = [
     "BNStats",
     "Monitor",
     "OptName",
+    "Schedule",
     "get_device",
     "seed_everything",
     "History",
     "create_optimizer",
+    "lr_schedule",
     "fit",
     "evaluate",
     "predict",
@@ -63,6 +67,14 @@ Monitor = Literal["val_loss", "val_acc"]
 
 OptName = Literal["adam", "adamw", "sgd"]
 """Optimisers by name: Adam, AdamW, SGD (with ``momentum``, default 0.9)."""
+
+Schedule = Literal["constant", "cosine"]
+"""The learning rate over a run of :func:`fit`, per step (batch):
+
+* ``"constant"``: every step at the optimiser's rate (after the warm-up, if any);
+* ``"cosine"``: from the optimiser's rate down to zero along half a cosine
+  (Loshchilov and Hutter 2017), after the warm-up.
+"""
 
 
 def _check_choice(name: str, value: object, choices: type) -> None:
@@ -152,6 +164,41 @@ def create_optimizer(
         )
     kind = torch.optim.Adam if opt == "adam" else torch.optim.AdamW
     return kind(params, lr=lr, weight_decay=weight_decay)
+
+
+def lr_schedule(
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    schedule: Schedule = "cosine",
+    warmup_steps: int = 0,
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step learning-rate schedule: linear warm-up, then constant or cosine (chapter 4).
+
+    For ``warmup_steps`` steps the rate rises linearly to the optimiser's rate (of every
+    parameter group: discriminative rates keep their ratios); then it stays there
+    (``"constant"``) or falls to zero along half a cosine over the remaining steps of
+    ``total_steps`` (``"cosine"``). Call ``step()`` after every optimiser step, as
+    :func:`fit` does.
+    """
+    _check_choice("schedule", schedule, Schedule)
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be at least 1, got {total_steps}.")
+    if not 0 <= warmup_steps < total_steps:
+        raise ValueError(
+            f"warmup_steps must be from 0 to total_steps - 1 ({total_steps - 1}), "
+            f"got {warmup_steps}."
+        )
+    decay_steps = total_steps - warmup_steps
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / decay_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def _autocast(device: torch.device, enabled: bool):
@@ -259,6 +306,8 @@ def fit(
     weight_decay: float = 0.0,
     loss_fn: Callable = nn.functional.cross_entropy,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    schedule: Schedule = "constant",
+    warmup_steps: int = 0,
     bn_stats: BNStats = "update_unfrozen",
     monitor: Monitor = "val_loss",
     keep_best: bool = False,
@@ -272,7 +321,10 @@ def fit(
     """Train ``model`` for ``epochs`` and return its :class:`History` (chapters 2-4).
 
     Only parameters with ``requires_grad=True`` train, with the optimiser named by ``opt``
-    at ``lr`` (or your own ``optimizer``). ``scheduler`` steps after every batch.
+    at ``lr`` (or your own ``optimizer``). ``scheduler`` steps after every batch; or name
+    a ``schedule`` (:data:`Schedule`, e.g. ``"cosine"``) with ``warmup_steps``, and fit
+    builds it (:func:`lr_schedule`) over ``epochs`` times the loader's batches on
+    whatever optimiser it uses (the default, constant without warm-up, builds none).
     ``bn_stats`` says which BatchNorm layers update their statistics (:data:`BNStats`).
     With a ``val_loader``, the epoch with the best ``monitor`` is recorded; ``keep_best``
     restores its weights at the end and ``patience`` stops after that many epochs without
@@ -287,6 +339,12 @@ def fit(
         raise ValueError(f"patience must be at least 1 (or None), got {patience}.")
     _check_choice("bn_stats", bn_stats, BNStats)
     _check_choice("monitor", monitor, Monitor)
+    _check_choice("schedule", schedule, Schedule)
+    scheduled = schedule != "constant" or warmup_steps > 0
+    if scheduled and scheduler is not None:
+        raise ValueError(
+            "Give either a scheduler object or a schedule by name, not both."
+        )
     if (keep_best or patience) and val_loader is None:
         raise ValueError(
             "keep_best and patience need a val_loader to pick the best epoch."
@@ -300,6 +358,10 @@ def fit(
                 "Every parameter is frozen: nothing to train. Unfreeze the head (tl.unfreeze)."
             )
         optimizer = create_optimizer(params, opt, lr, weight_decay=weight_decay)
+    if scheduled:
+        scheduler = lr_schedule(
+            optimizer, epochs * len(train_loader), schedule, warmup_steps
+        )
     use_amp = mixed_precision and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda") if use_amp else None
     history = History()
