@@ -21,6 +21,7 @@ MODULES = [
     tl.models,
     tl.plot,
     tl.project,
+    tl.reference,
     tl.shift,
     tl.stages,
     tl.train,

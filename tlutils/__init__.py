@@ -12,6 +12,7 @@ Each module holds one idea; every function's docstring names the chapter that te
 * :mod:`tlutils.cases`: the four cases: the rule and the model of each strategy (chapter 3).
 * :mod:`tlutils.finetune`: warm up, then fine-tune; discriminative learning rates (chapter 4).
 * :mod:`tlutils.shift`: fixed image corruptions (a shift) and feature distortion (chapter 4).
+* :mod:`tlutils.reference`: resumable reference runs with provenance (chapters 2-4).
 * :mod:`tlutils.diagnosis`: measure your own folder and recommend a case (chapter 5).
 * :mod:`tlutils.project`: train on your folder with the recipe; predict (chapter 5).
 * :mod:`tlutils.checkpoint`: save, load and export a trained model (chapter 5).
@@ -29,6 +30,7 @@ from . import (
     finetune,
     layers,
     project,
+    reference,
     shift,
     stages,
 )
@@ -104,6 +106,7 @@ __all__ = [
     "checks",
     "finetune",
     "layers",
+    "reference",
     "shift",
     "stages",
     "checkpoint",

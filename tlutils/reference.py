@@ -1,0 +1,334 @@
+"""Reference runs: results that survive interruptions, with their provenance (chapters 2-4).
+
+The course measures everything twice: at the CPU budget of its notebooks, and at a
+*reference budget* that gives fine-tuning its fair chance (``scripts/reference_run.py``).
+The reference takes hours on a CPU, so every finished run is appended at once to a results
+file committed in the repository (one JSON line per run, written, flushed and synced in
+one go), and runs already in the file are skipped: the reference can be stopped and
+resumed over days, on any machine.
+
+A run is identified by its *key*: its arm, its settings (dataset, sizes, learning rate,
+...), its kind (``"final"``: scored on the validation images; ``"trial"``: a
+learning-rate trial scored on held-out training images) and its seed. Each row keeps
+which images it got right (``correct``, a string of 0/1 in the validation set's fixed
+order), so :func:`tlutils.verdict.compare` can pair two arms image by image:
+:func:`load_reference` reads the rows back and :func:`runs_of` stacks an arm's seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = [
+    "LR_LADDER",
+    "machine",
+    "git_commit",
+    "run_key",
+    "to_bits",
+    "from_bits",
+    "append_run",
+    "load_reference",
+    "runs_of",
+    "Runner",
+    "choose_lr",
+]
+
+LR_LADDER: tuple[float, ...] = tuple(
+    float(f"{m}e{e}") for e in range(-7, 1) for m in (1, 3)
+)
+"""Learning rates a grid is drawn from and widened along: 1e-7, 3e-7, 1e-6, ... 3."""
+
+
+def machine() -> dict[str, Any]:
+    """Where a run ran: CPU model, cores, threads, GPU, torch and Python (chapters 2-4)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "gpu": gpu,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def git_commit(root: str | Path = ".") -> str:
+    """The commit checked out in ``root`` ("unknown" outside a repository) (chapters 2-4)."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def run_key(arm: str, settings: dict[str, Any], seed: int, kind: str = "final") -> str:
+    """The identity of a run: arm, kind, settings and seed as canonical JSON (chapters 2-4)."""
+    return json.dumps(
+        {"arm": arm, "kind": kind, "seed": int(seed), "settings": settings},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def to_bits(correct: Sequence[bool] | np.ndarray) -> str:
+    """Per-image correctness as a compact string of 0/1, in image order (chapters 2-4)."""
+    return "".join("1" if c else "0" for c in np.asarray(correct, dtype=bool))
+
+
+def from_bits(bits: str) -> np.ndarray:
+    """The boolean array of a string of 0/1 written by :func:`to_bits` (chapters 2-4)."""
+    if set(bits) - {"0", "1"}:
+        raise ValueError("Per-image correctness must be a string of 0 and 1.")
+    return np.frombuffer(bits.encode(), dtype=np.uint8) == ord("1")
+
+
+def append_run(path: str | Path, row: dict[str, Any]) -> None:
+    """Append one run to the results file as one JSON line, flushed and synced (chapters 2-4).
+
+    The line is written with a single call; if an earlier writer died mid-line, the new
+    row starts on a line of its own (the broken line is skipped by
+    :func:`load_reference`).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(row, sort_keys=True) + "\n"
+    with open(path, "ab") as f:
+        if f.tell() > 0:
+            with open(path, "rb") as check:
+                check.seek(-1, os.SEEK_END)
+                if check.read(1) != b"\n":
+                    line = "\n" + line
+        f.write(line.encode())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _decoded(row: dict[str, Any]) -> dict[str, Any]:
+    """A row with its ``correct*`` strings as boolean arrays."""
+    out = dict(row)
+    for name, value in row.items():
+        if name.startswith("correct") and isinstance(value, str):
+            out[name] = from_bits(value)
+    return out
+
+
+def load_reference(path: str | Path) -> list[dict[str, Any]]:
+    """The runs of a results file, oldest first, ready for the verdict rule (chapters 2-4).
+
+    Every ``correct*`` field (``correct``; ``correct_ood`` in chapter 4) becomes a boolean
+    array in the validation set's order; pass the arrays of two arms to
+    :func:`tlutils.verdict.compare` (or stack an arm's seeds with :func:`runs_of`). A
+    missing file has no runs; a damaged line (a writer killed mid-line) is skipped with a
+    warning. A key that occurs twice keeps its first row.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows, seen = [], set()
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = _decoded(json.loads(line))
+            key = row["key"]
+        except (ValueError, KeyError, TypeError):
+            warnings.warn(f"{path}:{number}: a damaged line, skipped.", stacklevel=2)
+            continue
+        if key not in seen:
+            seen.add(key)
+            rows.append(row)
+    return rows
+
+
+def runs_of(
+    rows: Sequence[dict[str, Any]],
+    arm: str,
+    field: str = "correct",
+    kind: str = "final",
+    **where: Any,
+) -> np.ndarray:
+    """One arm's runs as ``[runs, images]`` (0/1), sorted by seed, for the verdict rule
+    (chapters 2-4).
+
+    ``where`` selects rows by a top-level field (``dataset="eurosat"``) or a setting
+    (``epochs=3``); every run must have been scored on the same images.
+    """
+    picked = [
+        r
+        for r in rows
+        if r["arm"] == arm
+        and r.get("kind", "final") == kind
+        and all(r.get(k, r["settings"].get(k)) == v for k, v in where.items())
+    ]
+    if not picked:
+        raise ValueError(f"No {kind} runs of arm {arm!r} with {where}.")
+    picked.sort(key=lambda r: r["seed"])
+    return np.stack([np.asarray(r[field], dtype=float) for r in picked])
+
+
+def _utc() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Runner:
+    """Runs that are done once: each result appended to ``path`` at once (chapters 2-4).
+
+    ``provenance`` (commit, machine, ...) is stored with every row. With ``dry=True``
+    nothing runs: :meth:`run` returns the stored row or ``None``, and :attr:`missing`
+    lists what a real run would do (``--list``). ``on_append(row)`` is called after
+    every new row is safely on disk (e.g. to commit the file).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        provenance: dict[str, Any] | None = None,
+        dry: bool = False,
+        on_append: Callable[[dict[str, Any]], None] | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.path = Path(path)
+        self.provenance = provenance or {}
+        self.dry = dry
+        self.on_append = on_append
+        self.log = log
+        self.done = {row["key"]: row for row in load_reference(self.path)}
+        self.missing: list[str] = []
+        self.ran = 0
+
+    def run(
+        self,
+        arm: str,
+        settings: dict[str, Any],
+        seed: int,
+        work: Callable[[], dict[str, Any]],
+        kind: str = "final",
+        **fields: Any,
+    ) -> dict[str, Any] | None:
+        """The row of this run: read from the file, or made by ``work()`` and appended.
+
+        ``work`` returns ``{"correct": booleans, ...}``; further ``correct_*`` arrays are
+        stored as 0/1 strings too (each with its ``accuracy_*``), other values as they
+        are. ``fields`` (chapter, case, dataset) go into the row, outside the key.
+        """
+        key = run_key(arm, settings, seed, kind)
+        if key in self.done:
+            return self.done[key]
+        if self.dry:
+            if key not in self.missing:
+                self.missing.append(key)
+            return None
+        started, start = _utc(), time.perf_counter()
+        out = work()
+        seconds = time.perf_counter() - start
+        row: dict[str, Any] = {
+            "key": key,
+            "arm": arm,
+            "kind": kind,
+            "seed": int(seed),
+            "settings": settings,
+            **fields,
+            "started": started,
+            "finished": _utc(),
+            "seconds": round(seconds, 2),
+            **self.provenance,
+        }
+        for name, value in out.items():
+            if name.startswith("correct"):
+                correct = np.asarray(value, dtype=bool)
+                row[name] = to_bits(correct)
+                suffix = name[len("correct") :]
+                row[f"accuracy{suffix}"] = float(correct.mean())
+                row[f"images{suffix}"] = int(correct.size)
+            else:
+                row[name] = value
+        append_run(self.path, row)
+        decoded = _decoded(row)
+        self.done[key] = decoded
+        self.ran += 1
+        self.log(
+            f"{row['finished']} {kind} {arm} seed {seed}: accuracy "
+            f"{row['accuracy']:.4f} in {seconds:.0f} s"
+        )
+        if self.on_append is not None:
+            self.on_append(row)
+        return decoded
+
+
+def choose_lr(
+    runner: Runner,
+    arm: str,
+    settings: dict[str, Any],
+    grid: Sequence[float],
+    trial: Callable[[float], dict[str, Any]],
+    max_widen: int = 3,
+    ladder: Sequence[float] = LR_LADDER,
+    **fields: Any,
+) -> tuple[float | None, dict[float, float], bool]:
+    """The learning rate with the best held-out score, from a grid widened until its best
+    rate is inside it (chapters 2-4).
+
+    Each rate of ``grid`` (values of ``ladder``, e.g. ``[1e-4, 3e-4, 1e-3]``) is a
+    ``"trial"`` run of ``runner`` with seed 0: ``trial(lr)`` trains on one part of the
+    training images and returns ``{"correct": ...}`` on the other part. Ties go to the
+    larger rate. While the best rate is at an edge, the next rate of the ladder beyond
+    that edge is tried too, at most ``max_widen`` times. Returns the chosen rate
+    (``None`` in a dry runner with trials missing), every rate's score, and whether the
+    chosen rate is still at an edge of what was tried.
+    """
+    unknown = [lr for lr in grid if not any(math.isclose(lr, x) for x in ladder)]
+    if unknown or not grid:
+        raise ValueError(f"Grid rates must be values of the ladder; got {unknown}.")
+    rates = sorted(float(next(x for x in ladder if math.isclose(lr, x))) for lr in grid)
+    scores: dict[float, float] = {}
+    widened = 0
+    while True:
+        for lr in rates:
+            if lr in scores:
+                continue
+            row = runner.run(
+                arm,
+                {**settings, "lr": lr},
+                0,
+                lambda lr=lr: trial(lr),
+                kind="trial",
+                **fields,
+            )
+            if row is None:
+                return None, scores, True
+            scores[lr] = float(np.mean(row["correct"]))
+        best = max(scores, key=lambda lr: (scores[lr], lr))
+        at_edge = best in (rates[0], rates[-1])
+        step = ladder.index(best)
+        beyond = step - 1 if best == rates[0] else step + 1
+        if not at_edge or widened >= max_widen or not 0 <= beyond < len(ladder):
+            return best, scores, at_edge
+        rates = sorted([*rates, float(ladder[beyond])])
+        widened += 1
