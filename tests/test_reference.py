@@ -1,0 +1,124 @@
+"""Tests of tlutils.reference (chapters 2-4): resumable runs, the results file, lr trials."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tlutils import reference
+from tlutils.verdict import compare
+
+
+def fake_arm(calls: list, accuracy: float, n: int = 20):
+    """A run that is only a record of being called: ``accuracy`` of ``n`` images right."""
+
+    def work() -> dict:
+        calls.append(accuracy)
+        right = np.arange(n) < round(accuracy * n)
+        return {"correct": right, "correct_ood": right[::-1], "note": "fake"}
+
+    return work
+
+
+def run_config(runner: reference.Runner, calls: list) -> list:
+    """A tiny config: two arms, three seeds each."""
+    rows = []
+    for arm, acc in [("probe", 0.5), ("tuned", 0.8)]:
+        for seed in (0, 1, 2):
+            settings = {"size": 8, "lr": 1e-3}
+            work = fake_arm(calls, acc + 0.05 * seed)
+            rows.append(runner.run(arm, settings, seed, work, chapter=3))
+    return rows
+
+
+def test_runs_in_the_file_are_skipped_and_rows_keep_provenance(tmp_path):
+    path = tmp_path / "results" / "ref.jsonl"
+    calls: list = []
+    first = reference.Runner(path, {"commit": "abc", "machine": reference.machine()})
+    run_config(first, calls)
+    assert len(calls) == 6 and first.ran == 6
+    again: list = []
+    second = reference.Runner(path)
+    rows = run_config(second, again)
+    assert again == [] and second.ran == 0  # resumed: nothing runs twice
+    row = rows[-1]
+    assert row["chapter"] == 3 and row["commit"] == "abc" and row["note"] == "fake"
+    assert row["machine"]["cores"] >= 1 and row["machine"]["torch"]
+    assert row["accuracy"] == pytest.approx(0.9) and row["images"] == 20
+    assert row["accuracy_ood"] == pytest.approx(0.9) and row["seconds"] >= 0
+    stored = json.loads(path.read_text().splitlines()[-1])
+    assert set(stored["correct"]) <= {"0", "1"} and len(stored["correct"]) == 20
+    # a new setting or seed is a new run
+    third = reference.Runner(path)
+    third.run("tuned", {"size": 8, "lr": 3e-3}, 0, fake_arm(again, 0.7))
+    third.run("tuned", {"size": 8, "lr": 1e-3}, 3, fake_arm(again, 0.7))
+    assert len(again) == 2
+
+
+def test_rows_feed_the_verdict_rule(tmp_path):
+    path = tmp_path / "ref.jsonl"
+    run_config(reference.Runner(path), [])
+    rows = reference.load_reference(path)
+    tuned = reference.runs_of(rows, "tuned", chapter=3, size=8)
+    probe = reference.runs_of(rows, "probe")
+    assert tuned.shape == probe.shape == (3, 20)
+    assert tuned.mean(1) == pytest.approx([0.8, 0.85, 0.9])  # sorted by seed
+    assert compare(tuned, probe).difference == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="No final runs"):
+        reference.runs_of(rows, "tuned", size=9)
+
+
+def test_a_damaged_line_is_skipped_and_the_next_row_starts_afresh(tmp_path):
+    path = tmp_path / "ref.jsonl"
+    calls: list = []
+    run_config(reference.Runner(path), calls)
+    with open(path, "a") as f:
+        f.write('{"key": "half a line')  # a writer killed mid-line
+    with pytest.warns(UserWarning, match="damaged"):
+        runner = reference.Runner(path)
+    runner.run("new", {}, 0, fake_arm(calls, 0.5))
+    with pytest.warns(UserWarning, match="damaged"):
+        rows = reference.load_reference(path)
+    assert [r["arm"] for r in rows][-1] == "new" and len(rows) == 7
+
+
+def test_dry_runner_lists_what_is_left(tmp_path):
+    path = tmp_path / "ref.jsonl"
+    calls: list = []
+    dry = reference.Runner(path, dry=True)
+    assert run_config(dry, calls) == [None] * 6
+    assert calls == [] and len(dry.missing) == 6 and not path.exists()
+
+
+def test_choose_lr_widens_until_the_best_rate_is_inside(tmp_path):
+    runner = reference.Runner(tmp_path / "ref.jsonl")
+    calls: list = []
+
+    def trial(lr: float) -> dict:  # best at 3e-3, above the grid
+        calls.append(lr)
+        score = 1 - abs(np.log10(lr) - np.log10(3e-3)) / 5
+        return {"correct": np.arange(100) < round(100 * score)}
+
+    lr, scores, edge = reference.choose_lr(
+        runner, "arm", {"size": 8}, [1e-4, 3e-4, 1e-3], trial
+    )
+    assert lr == pytest.approx(3e-3) and not edge
+    assert sorted(scores) == pytest.approx([1e-4, 3e-4, 1e-3, 3e-3, 1e-2])
+    # the trials are runs of the file: choosing again trains nothing
+    again = reference.choose_lr(runner, "arm", {"size": 8}, [1e-4, 3e-4, 1e-3], trial)
+    assert again == (lr, scores, edge) and len(calls) == 5
+    trials = [r for r in runner.done.values() if r["kind"] == "trial"]
+    assert len(trials) == 5
+
+
+def test_choose_lr_ties_go_to_the_larger_rate_and_widening_stops(tmp_path):
+    runner = reference.Runner(tmp_path / "ref.jsonl")
+    flat = lambda lr: {"correct": np.ones(10, bool)}  # noqa: E731
+    lr, scores, edge = reference.choose_lr(
+        runner, "flat", {}, [1e-3, 3e-3], flat, max_widen=2
+    )
+    assert lr == pytest.approx(3e-2) and edge and len(scores) == 4
+    with pytest.raises(ValueError, match="ladder"):
+        reference.choose_lr(runner, "x", {}, [2e-3], flat)
+    dry = reference.Runner(tmp_path / "other.jsonl", dry=True)
+    assert reference.choose_lr(dry, "x", {}, [1e-3, 3e-3], flat)[0] is None
