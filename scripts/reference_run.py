@@ -596,6 +596,45 @@ def git_committer(path: Path) -> Callable[[dict[str, Any]], None]:
     return commit
 
 
+BASELINES = {  # arm -> the arm it is judged against by the verdict rule
+    "ch3/flowers/cut_probe": "ch3/flowers/linear_probe",
+    "ch3/flowers/top3": "ch3/flowers/linear_probe",
+    "ch3/flowers/whole_body": "ch3/flowers/linear_probe",
+    "ch3/eurosat/cut_probe": "ch3/eurosat/linear_probe",
+    "ch3/eurosat/top3": "ch3/eurosat/linear_probe",
+    "ch3/eurosat/whole_body": "ch3/eurosat/linear_probe",
+    "ch4/FT": "ch4/LP",
+    "ch4/LP-FT": "ch4/LP",
+    "ch2/scratch": "ch2/probe_96",
+}
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """Every arm's mean and interval, then each arm against its baseline (``--table``)."""
+    import pandas as pd
+
+    from tlutils.verdict import compare
+
+    pd.set_option("display.width", 200)
+    table = reference.summary(rows)
+    print(table.drop(columns=["machine"]).round(4).to_string(index=False))
+    print("machines:", ", ".join(sorted(set(table["machine"]))))
+    ood = reference.summary(rows, "correct_ood")
+    if len(ood):
+        print("\nchapter 4, corrupted validation images (OOD):")
+        print(ood[["arm", "runs", "accuracy", "95% interval"]].round(4).to_string())
+    print("\nverdicts (the course's rule):")
+    for arm, base in BASELINES.items():
+        for field in ("correct", "correct_ood"):
+            try:
+                a = reference.runs_of(rows, arm, field)
+                b = reference.runs_of(rows, base, field)
+            except (ValueError, KeyError):
+                continue
+            where = " (OOD)" if field == "correct_ood" else ""
+            print(f"  {compare(a, b).sentence(arm + where, base + where)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=RESULTS)
@@ -604,7 +643,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--commit", action="store_true", help="git-commit each run")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: a check")
+    parser.add_argument("--table", action="store_true", help="summarise the file")
     args = parser.parse_args(argv)
+    if args.table:
+        print_table(reference.load_reference(args.results))
+        return 0
     if args.smoke:
         smoke()
     torch.set_num_threads(args.threads)

@@ -66,6 +66,11 @@ def test_rows_feed_the_verdict_rule(tmp_path):
     assert compare(tuned, probe).difference == pytest.approx(0.3)
     with pytest.raises(ValueError, match="No final runs"):
         reference.runs_of(rows, "tuned", size=9)
+    table = reference.summary(rows).set_index("arm")
+    assert table.loc["tuned", "runs"] == 3 and table.loc["tuned", "lr"] == "0.001"
+    assert table.loc["tuned", "accuracy"] == pytest.approx(0.85)
+    low, high = map(float, table.loc["tuned", "95% interval"].split(" to "))
+    assert low < 0.85 < high
 
 
 def test_a_damaged_line_is_skipped_and_the_next_row_starts_afresh(tmp_path):

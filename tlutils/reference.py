@@ -42,6 +42,7 @@ __all__ = [
     "append_run",
     "load_reference",
     "runs_of",
+    "summary",
     "Runner",
     "choose_lr",
 ]
@@ -191,6 +192,46 @@ def runs_of(
         raise ValueError(f"No {kind} runs of arm {arm!r} with {where}.")
     picked.sort(key=lambda r: r["seed"])
     return np.stack([np.asarray(r[field], dtype=float) for r in picked])
+
+
+def summary(rows: Sequence[dict[str, Any]], field: str = "correct"):
+    """One line per arm and setting: runs, mean accuracy with its 95% interval (the
+    verdict rule's bootstrap over runs and images), seconds per run, machine (chapters 2-4).
+
+    Only ``"final"`` runs count; ``field="correct_ood"`` summarises chapter 4's corrupted
+    images. Returns a pandas DataFrame.
+    """
+    import pandas as pd
+
+    from .verdict import compare
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row.get("kind", "final") == "final" and field in row:
+            settings = json.dumps(row["settings"], sort_keys=True)
+            groups.setdefault(f"{row['arm']}|{settings}", []).append(row)
+    lines = []
+    for runs in groups.values():
+        runs = sorted(runs, key=lambda r: r["seed"])
+        scores = [np.asarray(r[field], dtype=float) for r in runs]
+        v = compare(scores, [np.zeros_like(s) for s in scores])
+        first = runs[0]
+        lines.append(
+            {
+                "chapter": first.get("chapter"),
+                "case": first.get("case"),
+                "dataset": first.get("dataset"),
+                "arm": first["arm"],
+                "lr": f"{lr:g}" if (lr := first["settings"].get("lr")) else "-",
+                "runs": len(runs),
+                "images": int(scores[0].size),
+                "accuracy": v.difference,
+                "95% interval": f"{v.low:.3f} to {v.high:.3f}",
+                "seconds per run": float(np.mean([r["seconds"] for r in runs])),
+                "machine": first.get("machine", {}).get("cpu"),
+            }
+        )
+    return pd.DataFrame(lines)
 
 
 def _utc() -> str:
