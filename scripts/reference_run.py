@@ -30,9 +30,10 @@ inside it, ties to the larger rate. Arms:
   probe), FT (a random head, the whole body from the first step), LP-FT (the probe's head,
   then the whole body), scored on the clean validation split (ID) and on the same images
   under the notebook's corruptions at severity 3 (OOD);
-* chapter 2, ants and bees at 96 px: the network from scratch with its own learning-rate
-  trial (the same recipe, BatchNorm statistics updated, more epochs), against the probes at
-  96 and 224 px.
+* chapter 2, ants and bees at 96 px (all 244 training images) and EuroSAT at 64 px (25
+  per class, as its notebook): the network from scratch with its own learning-rate trial
+  (the same recipe, BatchNorm statistics updated, 30 epochs), against the probes (96 and
+  224 px; 128 px), scored on the whole validation split.
 """
 
 from __future__ import annotations
@@ -87,7 +88,15 @@ CH3_GRIDS = {"top3": (3e-4, 1e-3, 3e-3), "whole_body": (1e-4, 3e-4, 1e-3)}
 CH4 = {"dataset": "flowers", "per_class": 80, "image_size": 160, "epochs": 6}
 CH4_GRIDS = {"FT": (1e-4, 3e-4, 1e-3), "LP-FT": (3e-5, 1e-4, 3e-4)}
 SEVERITY = 3  # of chapter 4's corruptions
-CH2 = {"dataset": "hymenoptera", "image_size": 96, "epochs": 30}
+CH2 = {  # chapter 2's two scratch arms: dataset -> sizes (None: every image)
+    "hymenoptera": {
+        "image_size": 96,
+        "epochs": 30,
+        "per_class": None,
+        "probes": (96, 224),
+    },
+    "eurosat": {"image_size": 64, "epochs": 30, "per_class": 25, "probes": (128,)},
+}
 CH2_GRID = (1e-3, 3e-3, 1e-2)
 DEVICE = torch.device("cpu")
 SMOKE_VAL: int | None = None  # validation images per class with --smoke (else all)
@@ -99,7 +108,8 @@ def smoke() -> None:
     SMOKE_VAL = 3
     CH3.update(per_class=12, epochs=1)
     CH4.update(per_class=12, epochs=1)
-    CH2.update(epochs=1)
+    for sizes in CH2.values():
+        sizes.update(epochs=1)
     RECIPE.update(smoke=True)
 
 
@@ -446,45 +456,60 @@ def ch4_arms(ctx: Context, seeds: tuple[int, ...], arms: tuple[str, ...]) -> Non
 
 
 # ----------------------------------------------------------------------------- chapter 2
-def ch2_data(ctx: Context) -> dict[str, Any]:
-    """Ants and bees: augmented training images at 96 px, validation at 96 and 224 px."""
+def ch2_data(ctx: Context, name: str) -> dict[str, Any]:
+    """Chapter 2's training images of ``name`` (augmented, at the scratch size; all, or
+    ``per_class`` of them as its notebook takes) and the whole validation split."""
+    sizes = CH2[name]
 
     def make() -> dict[str, Any]:
         config = tl.data_config(ctx.lite0)
-        size = CH2["image_size"]
+        size = sizes["image_size"]
         train_tf = tl.create_transform(config, train=True, image_size=size)
         eval_tf = tl.create_transform(config, image_size=size)
-        data = tl.load_dataset("hymenoptera", train_tf, eval_tf)
-        plain = tl.load_dataset("hymenoptera", eval_tf, eval_tf)
-        y = tl.targets_of(data.train)
-        fit, held = tl.stratified_split(y, val_fraction=1 / 3, seed=0)
+        data = tl.load_dataset(name, train_tf, eval_tf)
+        plain = tl.load_dataset(name, eval_tf, eval_tf)
+        rows = list(range(len(data.train)))
+        if sizes["per_class"]:
+            rows = tl.subsample_per_class(
+                data.train, sizes["per_class"], seed=0
+            ).indices
+        train, plain_train = Subset(data.train, rows), Subset(plain.train, rows)
+        val = val_split(data.val, SMOKE_VAL if name == "eurosat" else None)
+        fit, held = tl.stratified_split(
+            tl.targets_of(train), val_fraction=1 / 3, seed=0
+        )
         return {
-            "data": data,
-            "plain": plain,
+            "train": train,
+            "plain_train": plain_train,
+            "val": val,
             "fit": np.asarray(fit),
             "held": np.asarray(held),
-            "tag": f"{digest(data.train)}/{digest(data.val)}",
+            "tag": f"{digest(train)}/{digest(val)}",
         }
 
-    return ctx.once("ch2 data", make)
+    return ctx.once(f"ch2 {name} data", make)
 
 
-def ch2_arms(ctx: Context, seeds: tuple[int, ...], probes: bool) -> None:
-    """The probes at 96 and 224 px; the network from scratch with its own lr trial."""
-    fields = {"chapter": 2, "dataset": "hymenoptera"}
-    d = ch2_data(ctx)
+def ch2_arms(ctx: Context, name: str, seeds: tuple[int, ...], probes: bool) -> None:
+    """The probes (pretrained features, C chosen on the training features); the network
+    from scratch with its own learning-rate trial (the recipe, BatchNorm updated)."""
+    fields = {"chapter": 2, "dataset": name}
+    sizes = CH2[name]
+    d = ch2_data(ctx, name)
     config = tl.data_config(ctx.lite0)
-    for size in (96, 224) if probes else ():
-        arm = f"ch2/probe_{size}"
+    for size in sizes["probes"] if probes else ():
+        arm = f"ch2/{name}/probe_{size}"
         if not ctx.wanted(arm):
             continue
 
         def probe_work(size: int = size) -> dict[str, Any]:
             tf = tl.create_transform(config, image_size=size)
-            data = tl.load_dataset("hymenoptera", tf, tf)
+            data = tl.load_dataset(name, tf, tf)
+            train = Subset(data.train, d["train"].indices)
+            val = Subset(data.val, d["val"].indices)
             body = tl.feature_extractor(ctx.lite0)
-            x, y = tl.extract_features(body, data.train, device=DEVICE, progress=False)
-            xv, yv = tl.extract_features(body, data.val, device=DEVICE, progress=False)
+            x, y = tl.extract_features(body, train, device=DEVICE, progress=False)
+            xv, yv = tl.extract_features(body, val, device=DEVICE, progress=False)
             probe = fit_probe(x, y)
             return {
                 "correct": probe.predict(xv.numpy()) == yv.numpy(),
@@ -493,17 +518,20 @@ def ch2_arms(ctx: Context, seeds: tuple[int, ...], probes: bool) -> None:
 
         settings = {"chapter": 2, "image_size": size, "data": d["tag"], "arm": arm}
         ctx.runner.run(arm, settings, 0, probe_work, **fields)
-    arm = "ch2/scratch"
+    arm = f"ch2/{name}/scratch"
     if not ctx.wanted(arm):
         return
-    settings = {"chapter": 2, **CH2, "data": d["tag"], "arm": arm}
-    settings.update(RECIPE, head="random", bn_stats="update_unfrozen", decay=None)
+    settings = {"chapter": 2, "dataset": name, "data": d["tag"], "arm": arm}
+    settings.update({k: v for k, v in sizes.items() if k != "probes"})
+    settings.update(RECIPE)
+    settings.update(head="random", bn_stats="update_unfrozen", decay=None)
+    n_classes = len(set(tl.targets_of(d["val"])))
 
     def scratch(train: Dataset, lr: float, seed: int) -> nn.Module:
         tl.seed_everything(seed)
-        model = cases.create_strategy_model("scratch", 2)
+        model = cases.create_strategy_model("scratch", n_classes)
         batches = loader(train, seed)
-        epochs = CH2["epochs"]
+        epochs = sizes["epochs"]
         tl.fit(
             model,
             batches,
@@ -520,8 +548,8 @@ def ch2_arms(ctx: Context, seeds: tuple[int, ...], probes: bool) -> None:
         return model.eval()
 
     def trial(lr: float) -> dict[str, Any]:
-        model = scratch(Subset(d["data"].train, d["fit"]), lr, 0)
-        return {"correct": correct_on(model, Subset(d["plain"].train, d["held"]))}
+        model = scratch(Subset(d["train"], d["fit"]), lr, 0)
+        return {"correct": correct_on(model, Subset(d["plain_train"], d["held"]))}
 
     lr, scores, edge = reference.choose_lr(
         ctx.runner, arm, settings, CH2_GRID, trial, **fields
@@ -533,9 +561,9 @@ def ch2_arms(ctx: Context, seeds: tuple[int, ...], probes: bool) -> None:
 
         def work(seed: int = seed) -> dict[str, Any]:
             start = time.perf_counter()
-            model = scratch(d["data"].train, lr, seed)
+            model = scratch(d["train"], lr, seed)
             took = time.perf_counter() - start
-            return {"correct": correct_on(model, d["data"].val), "train_seconds": took}
+            return {"correct": correct_on(model, d["val"]), "train_seconds": took}
 
         ctx.runner.run(
             arm,
@@ -561,8 +589,9 @@ def plan(ctx: Context) -> Iterator[str]:
                 ch3_trained(ctx, name, arm, seeds)
         yield f"ch4 seeds {seeds}"
         ch4_arms(ctx, seeds, ("LP", "LP-FT", "FT"))
-        yield f"ch2 seeds {seeds}"
-        ch2_arms(ctx, seeds, probes=seeds == SEEDS[:1])
+        for name in CH2:
+            yield f"ch2 {name} seeds {seeds}"
+            ch2_arms(ctx, name, seeds, probes=seeds == SEEDS[:1])
 
 
 def git_committer(path: Path) -> Callable[[dict[str, Any]], None]:
@@ -605,7 +634,8 @@ BASELINES = {  # arm -> the arm it is judged against by the verdict rule
     "ch3/eurosat/whole_body": "ch3/eurosat/linear_probe",
     "ch4/FT": "ch4/LP",
     "ch4/LP-FT": "ch4/LP",
-    "ch2/scratch": "ch2/probe_96",
+    "ch2/hymenoptera/scratch": "ch2/hymenoptera/probe_96",
+    "ch2/eurosat/scratch": "ch2/eurosat/probe_128",
 }
 
 
