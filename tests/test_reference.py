@@ -127,3 +127,17 @@ def test_choose_lr_ties_go_to_the_larger_rate_and_widening_stops(tmp_path):
         reference.choose_lr(runner, "x", {}, [2e-3], flat)
     dry = reference.Runner(tmp_path / "other.jsonl", dry=True)
     assert reference.choose_lr(dry, "x", {}, [1e-3, 3e-3], flat)[0] is None
+
+
+def test_bits_round_trip_and_provenance_helpers(tmp_path):
+    correct = np.array([True, False, True, True])
+    assert reference.to_bits(correct) == "1011"
+    assert reference.from_bits("1011").tolist() == correct.tolist()
+    with pytest.raises(ValueError, match="0 and 1"):
+        reference.from_bits("10x1")
+    assert reference.git_commit(tmp_path) == "unknown"  # not a repository
+    here = reference.git_commit(".")
+    assert here == "unknown" or len(here) == 40
+    a = reference.run_key("arm", {"b": 1, "a": 2}, 0)
+    assert a == reference.run_key("arm", {"a": 2, "b": 1}, 0)  # order-free
+    assert a != reference.run_key("arm", {"a": 2, "b": 1}, 0, kind="trial")
