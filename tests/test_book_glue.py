@@ -36,3 +36,19 @@ def test_book_url_is_the_configured_base_address():
     assert book_link("book/glossary.md", "term-probe") == (
         BOOK_URL + "book/glossary.html#term-probe"
     )
+
+
+def test_glue_stores_a_table_without_its_row_numbers(monkeypatch):
+    import myst_nb
+    import pandas as pd
+
+    stored = {}
+    monkeypatch.setattr(
+        myst_nb, "glue", lambda name, value, display=True: stored.update({name: value})
+    )
+    tl.glue(
+        "table", pd.DataFrame({"arm": ["probe", "cut"], "accuracy": ["90%", "93%"]})
+    )
+    html = stored["table"].to_html()
+    assert "probe" in html and "93%" in html
+    assert "row_heading" not in html  # no index column

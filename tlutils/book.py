@@ -34,10 +34,13 @@ def glue(name: str, value: Any, fmt: str = "", display: bool = False) -> None:
 
     NumPy and PyTorch scalars become plain Python numbers, so that format specs such as
     ``.2f`` work on them. Numbers and text are printed; other values (figures, tables) are
-    stored only, or shown with ``display=True``.
+    stored only, or shown with ``display=True``; a pandas table is stored without its row
+    numbers (the index).
     """
     if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
         value = value.item()
+    if type(value).__name__ == "DataFrame":  # a results table: on the page, no row numbers
+        value = value.style.hide(axis="index")
     if not display and isinstance(value, (numbers.Number, str)):
         print(f"{name} = {value:{fmt}}")
     try:

@@ -75,14 +75,13 @@ __all__ = [
     "MAP_STAGES",
     "choose_stage",
     "probe_head",
-    "PROBE_C",
     "top_stages",
     "FINE_TUNE_DECAY",
     "train_top",
     "resized_cell",
     "selection_split",
-    "Comparison",
-    "compare",
+    "val_subset",
+    "top_correct",
     "top_accuracy",
     "fine_tune_score",
 ]
@@ -124,7 +123,8 @@ _ADVICE = {
         "fine_tune",
         "Start with the linear probe, then fine-tune with the recipe (warm-up, small "
         "rates, chapter 4); keep it only if it beats the probe on held-out training "
-        "images; the two can be within noise of each other (chapter 3 measures it).",
+        "images by the verdict rule; at a small budget the rule may not tell them "
+        "apart (chapter 3 measures it).",
     ),
     4: (
         "fine_tune",
@@ -257,8 +257,10 @@ def plot_decision_guide(highlight: dict[int, str] | None = None):
     """The 2x2 decision guide: dataset size on one axis, similarity to ImageNet on the other (chapter 3).
 
     ``highlight`` maps a case number to a short text (e.g. a measured result) written
-    under that case's recipe.
+    under that case's recipe, wrapped so that it stays inside its quadrant.
     """
+    import textwrap
+
     import matplotlib.pyplot as plt
 
     highlight = highlight or {}
@@ -277,7 +279,7 @@ def plot_decision_guide(highlight: dict[int, str] | None = None):
     colors = {1: "#cfe8cf", 2: "#fde2c4", 3: "#cde0f5", 4: "#e6d5f0"}
     # x: similarity (similar left, different right); y: size (large top, small bottom)
     position = {1: (0, 0), 2: (1, 0), 3: (0, 1), 4: (1, 1)}
-    fig, ax = plt.subplots(figsize=(7.5, 6))
+    fig, ax = plt.subplots(figsize=(8, 6.5))
     for case, (x, y) in position.items():
         ax.add_patch(
             plt.Rectangle(
@@ -286,24 +288,22 @@ def plot_decision_guide(highlight: dict[int, str] | None = None):
         )
         ax.text(
             x + 0.5,
-            y + 0.82,
+            y + 0.9,
             titles[case],
             ha="center",
             va="center",
             fontsize=12,
             weight="bold",
         )
-        ax.text(
-            x + 0.5, y + 0.5, recipes[case], ha="center", va="center", fontsize=10.5
-        )
+        ax.text(x + 0.5, y + 0.64, recipes[case], ha="center", va="center", fontsize=10)
         if case in highlight:
             ax.text(
                 x + 0.5,
-                y + 0.14,
-                highlight[case],
+                y + 0.23,
+                textwrap.fill(highlight[case], 34),
                 ha="center",
                 va="center",
-                fontsize=9,
+                fontsize=8.5,
                 style="italic",
             )
     ax.set(xlim=(0, 2), ylim=(0, 2))
@@ -335,7 +335,9 @@ N_LARGE = 300
 
 Three times the course's line between small and large (:data:`SMALL_MAX_PER_CLASS`)."""
 N_VAL = 50
-"""Validation images per class on a CPU (chapter 3; the whole split with ``full``)."""
+"""Validation images per class where a trained arm is scored again and again (chapter 3's
+network from scratch, :func:`val_subset`); every other arm scores the whole validation
+split."""
 SMALL_DRAWS: tuple[int, ...] = (0, 1, 2, 3, 4)
 """Seeds of the random draws of the small training set (chapter 3)."""
 UPSAMPLED_SIZE = 128
@@ -376,8 +378,9 @@ def load_cell_data(
 
     ``config`` is the model's preprocessing (:func:`tlutils.data_config`). On a CPU
     (``full=False``) the large set has :data:`N_LARGE` images per class (``n_large``
-    if given) and validation :data:`N_VAL` per class; with ``full=True`` both are the
-    whole splits.
+    if given); with ``full=True`` it is the whole training split. Validation is always
+    the whole validation split: the probes and the recipe score it from cached features
+    at almost no cost (:func:`val_subset` picks fewer for arms that cost more).
     """
     size = image_size or IMAGE_SIZE[name]
     eval_tf = create_transform(config, image_size=size)
@@ -385,10 +388,10 @@ def load_cell_data(
     train_tf = create_transform(config, train=True, image_size=size)
     augmented = load_dataset(name, train_tf)  # the same split, augmented
     if full:
-        large, val = Subset(plain.train, range(len(plain.train))), plain.val
+        large = Subset(plain.train, range(len(plain.train)))
     else:
         large = subsample_per_class(plain.train, n_large or N_LARGE, seed=0)
-        val = subsample_per_class(plain.val, N_VAL, seed=0)
+    val = Subset(plain.val, range(len(plain.val)))
     small = {
         seed: subsample_per_class(large, N_SMALL, seed=seed).indices
         for seed in SMALL_DRAWS
@@ -404,15 +407,31 @@ def load_cell_data(
     )
 
 
+def val_subset(cell: CellData, per_class: int | None = None) -> np.ndarray:
+    """Rows of ``cell.val``: a seeded subset of ``per_class`` (:data:`N_VAL`) images per
+    class (chapter 3), for an arm too costly to score on every validation image (the
+    network from scratch is scored at every budget). Compare other arms with it on the
+    same rows: ``correct[rows]``."""
+    return np.asarray(
+        subsample_per_class(cell.val, per_class or N_VAL, seed=0).indices, dtype=int
+    )
+
+
 def resized_cell(
-    cell: CellData, config: dict[str, Any], image_size: int, per_class: int
+    cell: CellData,
+    config: dict[str, Any],
+    image_size: int,
+    per_class: int,
+    val_rows: Sequence[int] | None = None,
 ) -> tuple[CellData, list[int]]:
     """A subset of ``cell``'s images at another input size, for a fair size test (chapter 3).
 
     Takes ``per_class`` images per class of ``cell.large`` (seeded) and the same validation
-    images, resized to ``image_size``. Returns the new cell and ``rows``: the positions of
-    its training images in ``cell.large``, so the features of the same images at the
-    original size are ``features[rows]``. The small draws are drawn afresh from the subset.
+    images (``val_rows`` of ``cell.val``, or all of them), resized to ``image_size``.
+    Returns the new cell and ``rows``: the positions of its training images in
+    ``cell.large``, so the features of the same images at the original size are
+    ``features[rows]`` (and ``val_features[val_rows]``). The small draws are drawn afresh
+    from the subset.
     """
     rows = subsample_per_class(cell.large, per_class, seed=0).indices
     eval_tf = create_transform(config, image_size=image_size)
@@ -421,8 +440,10 @@ def resized_cell(
     augmented = load_dataset(cell.name, train_tf)
     indices = [cell.large.indices[r] for r in rows]
     large = Subset(plain.train, indices)
-    val_indices = getattr(cell.val, "indices", range(len(cell.val)))
-    val = Subset(plain.val, list(val_indices))
+    val_indices = list(getattr(cell.val, "indices", range(len(cell.val))))
+    if val_rows is not None:
+        val_indices = [val_indices[r] for r in val_rows]
+    val = Subset(plain.val, val_indices)
     small = {
         seed: subsample_per_class(large, N_SMALL, seed=seed).indices
         for seed in cell.small
@@ -531,13 +552,6 @@ def cell_stage_features(
     return out
 
 
-PROBE_C = 1.0
-"""The probes' penalty in chapter 3's measurements: the fixed C of its last verified run.
-The rest of the course chooses C on the training features (:func:`tlutils.fit_probe`);
-chapter 3 moves to that with its rework on the verdict rule (issue 21), whose numbers have
-not yet been run to the end."""
-
-
 def choose_stage(
     features: dict[int, torch.Tensor] | list[torch.Tensor],
     labels: np.ndarray,
@@ -554,9 +568,7 @@ def choose_stage(
     """
     y = np.asarray(labels)
     scores = {
-        s: linear_probe_accuracy(
-            features[s][fit], y[fit], features[s][held], y[held], C=PROBE_C
-        )
+        s: linear_probe_accuracy(features[s][fit], y[fit], features[s][held], y[held])
         for s in stages
     }
     best = max(scores, key=lambda s: (scores[s], s))
@@ -566,13 +578,12 @@ def choose_stage(
 def probe_head(
     features: torch.Tensor | np.ndarray,
     labels: np.ndarray,
-    C: float | None = PROBE_C,
+    C: float | None = None,
 ) -> nn.Linear:
     """The linear probe as a PyTorch layer: the warm-up of the recipe's head (chapter 3).
 
     Fits the probe of :func:`tlutils.features.fit_probe` (standardised features, L2
-    penalty ``C``: chapter 3's :data:`PROBE_C`, or chosen on these training features
-    when ``None``) and folds the
+    penalty ``C``, chosen on these training features when ``None``) and folds the
     standardisation into an ``nn.Linear``, so the layer's predictions are the probe's. A
     fine-tune that starts from it starts from the probe (linear probing, then fine-tuning).
     """
@@ -664,13 +675,15 @@ def train_top(
 
 
 @torch.no_grad()
-def top_accuracy(
+def top_correct(
     top: nn.Module,
     maps: torch.Tensor,
     labels: torch.Tensor | np.ndarray,
     device: torch.device | str | None = None,
-) -> float:
-    """Accuracy of a top (:func:`train_top`) on cached bottom outputs, eval mode (chapter 3)."""
+) -> np.ndarray:
+    """Which images a top (:func:`train_top`) gets right on cached bottom outputs, in eval
+    mode (chapter 3): a boolean array in the images' order, what the verdict rule
+    (:func:`tlutils.verdict.compare`) pairs."""
     device = torch.device(device) if device is not None else torch.device("cpu")
     top = top.to(device).eval()
     predictions = torch.cat(
@@ -679,7 +692,33 @@ def top_accuracy(
             for i in range(0, len(maps), 256)
         ]
     )
-    return float((predictions == torch.as_tensor(np.asarray(labels))).float().mean())
+    return (predictions == torch.as_tensor(np.asarray(labels))).numpy()
+
+
+def top_accuracy(
+    top: nn.Module,
+    maps: torch.Tensor,
+    labels: torch.Tensor | np.ndarray,
+    device: torch.device | str | None = None,
+) -> float:
+    """Accuracy of a top (:func:`train_top`) on cached bottom outputs, eval mode (chapter 3)."""
+    return float(top_correct(top, maps, labels, device).mean())
+
+
+def _read_run(path: Path, n_images: int) -> tuple[np.ndarray, float] | None:
+    """A stored run of :func:`fine_tune_score`, or None (and the file removed) if it is
+    missing, damaged or not scored on ``n_images`` images."""
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+        bits, seconds = str(stored["correct"]), float(stored["seconds"])
+        if len(bits) != n_images or set(bits) - {"0", "1"}:
+            raise ValueError("not this run's images")
+    except (ValueError, KeyError, TypeError):  # damaged: run again, never trust
+        path.unlink(missing_ok=True)
+        return None
+    return np.frombuffer(bits.encode(), dtype=np.uint8) == ord("1"), seconds
 
 
 def fine_tune_score(
@@ -696,9 +735,10 @@ def fine_tune_score(
     batch_size: int = 32,
     decay: float = FINE_TUNE_DECAY,
     device: torch.device | str | None = None,
-) -> tuple[float, float]:
-    """:func:`train_top`, then its :func:`top_accuracy` on ``score = (inputs, labels)``
-    (chapter 3); returns the accuracy and the seconds the training took.
+) -> tuple[np.ndarray, float]:
+    """:func:`train_top`, then :func:`top_correct` on ``score = (inputs, labels)``
+    (chapter 3); returns which of those images it got right (a boolean array: its mean is
+    the accuracy) and the seconds the training took.
 
     Both are kept in the disk cache (``<cache>/results``), under a key made of every
     argument, the weights and the code that trains: the second notebook of chapter 3
@@ -712,25 +752,24 @@ def fine_tune_score(
     settings = {"seed": int(seed), "batch_size": batch_size, "decay": decay}
     key = _run_key(*args, score, settings, device.type)
     path = cache_dir() / "results" / f"{key}.json"
-    if path.is_file():
-        try:
-            stored = json.loads(path.read_text())
-            return float(stored["accuracy"]), float(stored["seconds"])
-        except (ValueError, KeyError, TypeError):  # damaged: run again, never trust
-            path.unlink(missing_ok=True)
+    stored = _read_run(path, len(score[1]))
+    if stored is not None:
+        return stored
     start = time.perf_counter()
     top = train_top(*args, device=device, **settings)
     seconds = time.perf_counter() - start
-    accuracy = top_accuracy(top, *score, device=device)
+    correct = top_correct(top, *score, device=device)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump({"accuracy": accuracy, "seconds": seconds}, f)
+            bits = "".join("1" if c else "0" for c in correct)
+            record = {"accuracy": float(correct.mean()), "seconds": seconds}
+            json.dump({**record, "correct": bits}, f)
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)  # only left if the write failed
-    return accuracy, seconds
+    return correct, seconds
 
 
 def _run_key(*parts: Any) -> str:
@@ -762,70 +801,3 @@ def _run_key(*parts: Any) -> str:
     for part in parts:
         add(part)
     return digest.hexdigest()[:32]
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Arm ``a`` against arm ``b`` over paired seeds or draws (chapter 3).
-
-    ``verdict`` is ``"a"`` or ``"b"`` (that arm wins) only if it wins for every seed and
-    its smallest win is larger than the ``spread``: the larger seed-to-seed standard
-    deviation of the two arms, and at least the validation set's own resolution (one
-    standard error of an accuracy on it); otherwise ``"within noise"``.
-    """
-
-    mean_difference: float  # mean of a - b
-    smallest: float  # the smallest per-seed a - b
-    largest: float  # the largest per-seed a - b
-    spread: float  # the larger standard deviation of the two arms
-    verdict: str  # "a", "b" or "within noise"
-
-    @property
-    def margin(self) -> float:
-        """The winner's smallest per-seed lead (0 when within noise)."""
-        if self.verdict == "a":
-            return self.smallest
-        return -self.largest if self.verdict == "b" else 0.0
-
-    def describe(self, a: str, b: str) -> str:
-        """The verdict in words, naming the arms ``a`` and ``b`` (for prose and tables)."""
-        if self.verdict == "within noise":
-            return (
-                f"within noise ({a} minus {b}: {self.smallest:+.3f} to "
-                f"{self.largest:+.3f}, spread {self.spread:.3f})"
-            )
-        winner = a if self.verdict == "a" else b
-        return (
-            f"{winner} wins every run by at least {self.margin:.3f} "
-            f"(spread {self.spread:.3f})"
-        )
-
-
-def compare(a: Any, b: Any, n_val: int | None = None) -> Comparison:
-    """Compare two arms' accuracies seed by seed: who wins surely, or within noise (chapter 3).
-
-    ``a`` and ``b`` are per-seed accuracies in the same order (paired: seed ``i`` of both
-    saw the same data); a single number stands for a deterministic arm (the same for
-    every seed). ``n_val``, the number of validation images, sets the smallest spread:
-    one standard error of the arms' accuracy on that many images, so that two
-    deterministic arms are not called different on a difference of one or two images.
-    """
-    a, b = np.atleast_1d(np.asarray(a, float)), np.atleast_1d(np.asarray(b, float))
-    if len(a) != len(b) and 1 not in (len(a), len(b)):
-        raise ValueError(
-            f"Pair the arms seed by seed: got {len(a)} and {len(b)} results."
-        )
-    diff = a - b
-    spread = float(max(a.std(), b.std()))
-    if n_val is not None:
-        p = np.clip(np.concatenate([a, b]), 0, 1)
-        spread = max(spread, float(np.sqrt(p * (1 - p) / n_val).max()))
-    if diff.min() > spread:
-        verdict = "a"
-    elif -diff.max() > spread:
-        verdict = "b"
-    else:
-        verdict = "within noise"
-    return Comparison(
-        float(diff.mean()), float(diff.min()), float(diff.max()), spread, verdict
-    )
