@@ -121,16 +121,19 @@ _ADVICE = {
     ),
     3: (
         "fine_tune",
-        "Start with the linear probe, then fine-tune with the recipe (warm-up, small "
-        "rates, chapter 4); keep it only if it beats the probe on held-out training "
-        "images by the verdict rule; at a small budget the rule may not tell them "
-        "apart (chapter 3 measures it).",
+        "Start with the linear probe, then fine-tune the whole body with the recipe "
+        "(warm-up, small rates, chapter 4) for several epochs with augmentation; keep "
+        "it only if it beats the probe on held-out training images by the verdict rule. "
+        "The budget decides: chapter 3 measures a short fine-tune of the top stages "
+        "(its CPU budget) and the whole body for several epochs (its reference budget).",
     ),
     4: (
         "fine_tune",
-        "Compare a frozen cut in the middle with fine-tuning (the recipe), choosing on "
-        "held-out training images. Training from scratch needs far more compute: at "
-        "the recipe's compute it lost by far in chapter 3.",
+        "Compare a frozen cut in the middle with fine-tuning the whole body (the "
+        "recipe), choosing on held-out training images; which one wins depends on the "
+        "budget (chapter 3 measures a CPU and a reference budget). Training from "
+        "scratch needs far more compute: at the recipe's compute it lost by far in "
+        "chapter 3.",
     ),
 }
 
