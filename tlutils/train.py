@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from . import smoke
 from .models import set_batchnorm_eval
 
 __all__ = [
@@ -231,7 +232,7 @@ def _train_epoch(
     """One pass over ``loader`` with gradient steps; returns mean ``(loss, accuracy)``."""
     _set_train_mode(model, bn_stats)
     total_loss, correct, seen = 0.0, 0, 0
-    for inputs, targets in loader:
+    for inputs, targets in smoke.batches(loader):  # every batch, unless smoke-tested
         inputs = inputs.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
         with _autocast(device, scaler is not None):
@@ -349,6 +350,7 @@ def fit(
         raise ValueError(
             "keep_best and patience need a val_loader to pick the best epoch."
         )
+    epochs = smoke.epochs(epochs)  # as asked, unless smoke-tested
     device = torch.device(device) if device is not None else get_device()
     model.to(device)
     if optimizer is None:
