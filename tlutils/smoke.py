@@ -8,11 +8,14 @@ sets it; a reader never does. tlutils then caps the work at a few choke points:
 
 * every image folder (:func:`tlutils.data.load_dataset`, :func:`tlutils.load_image_folder`,
   and so ``diagnose`` and ``train_folder``) keeps its first ``N`` files per class
-  (sorted by path, so the cap is the same in every run and for every transform);
+  (sorted by path, so the cap is the same in every run and for every transform), and
+  :func:`tlutils.scan_folder` reads only those;
 * :func:`tlutils.subsample_per_class` takes at most what every class has, instead of
-  raising: a notebook's "30 per class" becomes ``N`` per class;
+  raising: a notebook's "30 per class" becomes what the capped split holds;
 * :func:`tlutils.fit` (the one training loop) runs at most :data:`EPOCHS` epoch of
-  :data:`BATCHES` batch of :data:`BATCH_IMAGES` images: every line of the loop runs, once.
+  :data:`BATCHES` batch of :data:`BATCH_IMAGES` images, and scores its per-epoch
+  validation on as few: every line of the loop runs, once. :func:`tlutils.predict` and
+  :func:`tlutils.evaluate` called by a notebook still score every image it gives them.
 
 The numbers a capped run prints mean nothing: the test checks that the code runs, not
 what it measures.

@@ -377,8 +377,8 @@ def fit(
         history.train_loss.append(loss)
         history.train_acc.append(acc)
         if val_loader is not None:
-            val_loss, val_acc = evaluate(
-                model, val_loader, loss_fn, device, mixed_precision
+            val_loss, val_acc = evaluate(  # every batch, unless smoke-tested
+                model, smoke.batches(val_loader), loss_fn, device, mixed_precision
             )
             history.val_loss.append(val_loss)
             history.val_acc.append(val_acc)
