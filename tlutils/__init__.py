@@ -18,6 +18,7 @@ Each module holds one idea; every function's docstring names the chapter that te
 * :mod:`tlutils.checkpoint`: save, load and export a trained model (chapter 5).
 * :mod:`tlutils.cli`: the ``tlutils diagnose | train | predict`` command (chapter 5).
 * :mod:`tlutils.book`: ``glue`` measured numbers into the book's prose.
+* :mod:`tlutils.smoke`: the test-only cap under which the FULL smoke test runs the notebooks.
 * :mod:`tlutils.checks`: self-checks for the hands-on exercises.
 """
 
@@ -32,6 +33,7 @@ from . import (
     project,
     reference,
     shift,
+    smoke,
     stages,
 )
 from .book import glue
@@ -108,6 +110,7 @@ __all__ = [
     "layers",
     "reference",
     "shift",
+    "smoke",
     "stages",
     "checkpoint",
     "cli",

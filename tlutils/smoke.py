@@ -15,7 +15,9 @@ sets it; a reader never does. tlutils then caps the work at a few choke points:
 * :func:`tlutils.fit` (the one training loop) runs at most :data:`EPOCHS` epoch of
   :data:`BATCHES` batch of :data:`BATCH_IMAGES` images, and scores its per-epoch
   validation on as few: every line of the loop runs, once. :func:`tlutils.predict` and
-  :func:`tlutils.evaluate` called by a notebook still score every image it gives them.
+  :func:`tlutils.evaluate` called by a notebook still score every image it gives them;
+* :func:`first` keeps the first seed of a list that a notebook's settings cell reads
+  through it (every seed runs the same code, and each costs training runs).
 
 The numbers a capped run prints mean nothing: the test checks that the code runs, not
 what it measures.
@@ -36,6 +38,7 @@ __all__ = [
     "cap",
     "limit_per_class",
     "epochs",
+    "first",
     "batches",
 ]
 
@@ -84,6 +87,12 @@ def limit_per_class(targets: Sequence[int]) -> list[int] | None:
 def epochs(n: int) -> int:
     """``n`` epochs; under the cap at most :data:`EPOCHS` (tests)."""
     return n if cap() is None else min(n, EPOCHS)
+
+
+def first(items: Sequence[T], k: int = 1) -> list[T]:
+    """``items`` as a list; under the cap only the first ``k``: the seeds of a notebook
+    whose every seed trains (read in its settings cell) (tests)."""
+    return list(items) if cap() is None else list(items)[:k]
 
 
 def batches(loader: Iterable[T]) -> Iterator[T]:
