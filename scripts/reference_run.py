@@ -625,22 +625,29 @@ def git_committer(path: Path) -> Callable[[dict[str, Any]], None]:
     return commit
 
 
-BASELINES = {  # arm -> the arm it is judged against by the verdict rule
-    "ch3/flowers/cut_probe": "ch3/flowers/linear_probe",
-    "ch3/flowers/top3": "ch3/flowers/linear_probe",
-    "ch3/flowers/whole_body": "ch3/flowers/linear_probe",
-    "ch3/eurosat/cut_probe": "ch3/eurosat/linear_probe",
-    "ch3/eurosat/top3": "ch3/eurosat/linear_probe",
-    "ch3/eurosat/whole_body": "ch3/eurosat/linear_probe",
-    "ch4/FT": "ch4/LP",
-    "ch4/LP-FT": "ch4/LP",
-    "ch2/hymenoptera/scratch": "ch2/hymenoptera/probe_96",
-    "ch2/eurosat/scratch": "ch2/eurosat/probe_128",
-}
+PAIRS = [  # (arm A, arm B): the comparisons --table prints by the verdict rule
+    *(
+        (f"ch3/{name}/{a}", f"ch3/{name}/{b}")
+        for name in CH3_DATA
+        for a, b in [
+            ("whole_body", "linear_probe"),
+            ("whole_body", "cut_probe"),
+            ("top3", "linear_probe"),
+            ("whole_body", "top3"),
+            ("cut_probe", "linear_probe"),
+        ]
+    ),
+    ("ch4/LP-FT", "ch4/LP"),
+    ("ch4/FT", "ch4/LP"),
+    ("ch4/LP-FT", "ch4/FT"),
+    ("ch2/hymenoptera/probe_96", "ch2/hymenoptera/scratch"),
+    ("ch2/hymenoptera/probe_224", "ch2/hymenoptera/scratch"),
+    ("ch2/eurosat/probe_128", "ch2/eurosat/scratch"),
+]
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    """Every arm's mean and interval, then each arm against its baseline (``--table``)."""
+    """Every arm's mean and interval, then the verdicts of :data:`PAIRS` (``--table``)."""
     import pandas as pd
 
     from tlutils.verdict import compare
@@ -654,7 +661,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print("\nchapter 4, corrupted validation images (OOD):")
         print(ood[["arm", "runs", "accuracy", "95% interval"]].round(4).to_string())
     print("\nverdicts (the course's rule):")
-    for arm, base in BASELINES.items():
+    for arm, base in PAIRS:
         for field in ("correct", "correct_ood"):
             try:
                 a = reference.runs_of(rows, arm, field)
