@@ -37,14 +37,7 @@ CAP = 5
 """Images per class under the smoke cap: the fewest every notebook runs with (chapter 2
 cross-validates a nearest-neighbour classifier in 5 folds of its validation images)."""
 CELL_TIMEOUT_S = 600
-KNOWN_FAILURES = {
-    "ch3_four_cases.ipynb": (
-        "scratch_curve: under the cap two budgets round to the same number of steps and "
-        "RandomSampler gets num_samples=0; skip a budget with no new steps (and count the "
-        "FULL recipe's compute over the whole body it trains, not stages 7-8). The "
-        "notebook is being reworked; remove this entry with that fix."
-    ),
-}
+KNOWN_FAILURES: dict[str, str] = {}
 """Notebooks whose FULL branch is known to fail, with the fix they need: not run (each
 would spend minutes to fail), reported as expected failures until fixed."""
 FULL_LINE = re.compile(r"^FULL = False(?=\s*(#.*)?$)", re.MULTILINE)
