@@ -39,7 +39,7 @@ def glue(name: str, value: Any, fmt: str = "", display: bool = False) -> None:
     """
     if getattr(value, "ndim", None) == 0 and hasattr(value, "item"):
         value = value.item()
-    if type(value).__name__ == "DataFrame":  # a results table: on the page, no row numbers
+    if type(value).__name__ == "DataFrame":  # a table: no row numbers on the page
         value = value.style.hide(axis="index")
     if not display and isinstance(value, (numbers.Number, str)):
         print(f"{name} = {value:{fmt}}")
