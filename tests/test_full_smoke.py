@@ -8,6 +8,8 @@ folder like nbval, with two settings for its kernel only:
 * ``TLUTILS_SMOKE_CAP`` (:data:`CAP` images per class): tlutils keeps that many images of
   every class of every folder, takes at most that many where a notebook asks for more per
   class, and trains one batch per epoch (:mod:`tlutils.smoke`); only this test sets it;
+* its lists of seeds or draws (``TRAIN_SEEDS = [0, 1, 2]``, :data:`SEED_LIST`) keep their
+  first element: every seed runs the same code;
 * ``PYTHONOPTIMIZE=1``: the kernel compiles every cell without its ``assert`` statements.
   The notebooks assert their chapter's accuracies and verdicts, which mean nothing on a few
   images; this test checks that the code runs, not what it measures. Dropping the asserts
@@ -41,6 +43,9 @@ KNOWN_FAILURES: dict[str, str] = {}
 """Notebooks whose FULL branch is known to fail, with the fix they need: not run (each
 would spend minutes to fail), reported as expected failures until fixed."""
 FULL_LINE = re.compile(r"^FULL = False(?=\s*(#.*)?$)", re.MULTILINE)
+SEED_LIST = re.compile(r"^([A-Z_]*(?:SEEDS|DRAWS)) = \[(\d+)(?:, \d+)*\]", re.MULTILINE)
+"""A settings line such as ``TRAIN_SEEDS = [0, 1, 2]``: under the cap only its first seed
+runs (each seed trains, and every seed runs the same code)."""
 
 
 def full_version(path: Path) -> nbformat.NotebookNode:
@@ -56,6 +61,9 @@ def full_version(path: Path) -> nbformat.NotebookNode:
             "one (or list the notebook in NO_FULL if it has no full-size variant)."
         )
     cells[0].source = FULL_LINE.sub("FULL = True", cells[0].source)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.source = SEED_LIST.sub(r"\1 = [\2]", cell.source)
     return nb
 
 
@@ -111,3 +119,10 @@ def test_every_notebook_has_one_full_switch():
 def test_full_branch_runs(path, smoke_cache):
     seconds = run_full(path, smoke_cache)
     print(f"{path.name}: FULL under the smoke cap in {seconds:.0f} s")
+
+
+def test_seed_lists_keep_their_first_seed():
+    source = "TRAIN_SEEDS = [0, 1, 2]  # seeds\nSMALL_DRAWS = [3, 4]\nLRS = [1, 2]\n"
+    assert SEED_LIST.sub(r"\1 = [\2]", source) == (
+        "TRAIN_SEEDS = [0]  # seeds\nSMALL_DRAWS = [3]\nLRS = [1, 2]\n"
+    )

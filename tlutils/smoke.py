@@ -38,7 +38,6 @@ __all__ = [
     "cap",
     "limit_per_class",
     "epochs",
-    "first",
     "batches",
 ]
 
@@ -87,12 +86,6 @@ def limit_per_class(targets: Sequence[int]) -> list[int] | None:
 def epochs(n: int) -> int:
     """``n`` epochs; under the cap at most :data:`EPOCHS` (tests)."""
     return n if cap() is None else min(n, EPOCHS)
-
-
-def first(items: Sequence[T], k: int = 1) -> list[T]:
-    """``items`` as a list; under the cap only the first ``k``: the seeds of a notebook
-    whose every seed trains (read in its settings cell) (tests)."""
-    return list(items) if cap() is None else list(items)[:k]
 
 
 def batches(loader: Iterable[T]) -> Iterator[T]:
