@@ -208,12 +208,10 @@ def run_notebook(
 
 def machine() -> str:
     """Cores, CPU model, memory and accelerator of this machine, in one line."""
-    model = platform.processor() or platform.machine()
+    from tlutils.reference import cpu_model
+
+    model = cpu_model()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
         mem_kib = int(
             Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0]
         )

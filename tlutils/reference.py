@@ -34,6 +34,7 @@ import torch
 
 __all__ = [
     "LR_LADDER",
+    "cpu_model",
     "machine",
     "git_commit",
     "run_key",
@@ -53,16 +54,21 @@ LR_LADDER: tuple[float, ...] = tuple(
 """Learning rates a grid is drawn from and widened along: 1e-7, 3e-7, 1e-6, ... 3."""
 
 
-def machine() -> dict[str, Any]:
-    """Where a run ran: CPU model, cores, threads, GPU, torch and Python (chapters 2-4)."""
-    cpu = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), or what :mod:`platform` knows; the
+    reference runs and the notebooks' timing table record it (all chapters)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    """Where a run ran: CPU model, cores, threads, GPU, torch and Python (chapters 2-4)."""
+    cpu = cpu_model()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     return {
         "cpu": cpu,
