@@ -44,6 +44,7 @@ __all__ = [
     "load_reference",
     "runs_of",
     "summary",
+    "compare_arms",
     "Runner",
     "choose_lr",
 ]
@@ -238,6 +239,20 @@ def summary(rows: Sequence[dict[str, Any]], field: str = "correct"):
             }
         )
     return pd.DataFrame(lines)
+
+
+def compare_arms(
+    rows: Sequence[dict[str, Any]], a: str, b: str, field: str = "correct"
+):
+    """Arm ``a`` against arm ``b`` by the course's verdict rule, paired over seeds and
+    images (:func:`tlutils.verdict.compare`); ``None`` while either has no final run in
+    ``rows`` (chapters 2-4)."""
+    from .verdict import compare
+
+    done = {r["arm"] for r in rows if r.get("kind", "final") == "final" and field in r}
+    if not {a, b} <= done:
+        return None
+    return compare(runs_of(rows, a, field), runs_of(rows, b, field))
 
 
 def _utc() -> str:
