@@ -73,6 +73,24 @@ def test_rows_feed_the_verdict_rule(tmp_path):
     assert low < 0.85 < high
 
 
+def test_compare_arms_pairs_seeds_and_waits_for_both_arms(tmp_path):
+    path = tmp_path / "ref.jsonl"
+    run_config(reference.Runner(path), [])
+    rows = reference.load_reference(path)
+    v = reference.compare_arms(rows, "tuned", "probe")
+    assert v.runs == 3 and v.difference == pytest.approx(0.3)
+    assert (
+        v.verdict
+        == compare(
+            reference.runs_of(rows, "tuned"), reference.runs_of(rows, "probe")
+        ).verdict
+    )
+    ood = reference.compare_arms(rows, "tuned", "probe", "correct_ood")
+    assert ood.difference == pytest.approx(0.3)
+    assert reference.compare_arms(rows, "tuned", "not run yet") is None
+    assert reference.compare_arms(rows, "tuned", "probe", "no such field") is None
+
+
 def test_a_damaged_line_is_skipped_and_the_next_row_starts_afresh(tmp_path):
     path = tmp_path / "ref.jsonl"
     calls: list = []
