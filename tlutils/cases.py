@@ -263,7 +263,8 @@ def plot_decision_guide(highlight: dict[int, str] | None = None):
     """The 2x2 decision guide: dataset size on one axis, similarity to ImageNet on the other (chapter 3).
 
     ``highlight`` maps a case number to a short text (e.g. a measured result) written
-    under that case's recipe, wrapped so that it stays inside its quadrant.
+    under that case's recipe, wrapped so that it stays inside its quadrant (a newline
+    starts a new paragraph).
     """
     import textwrap
 
@@ -306,7 +307,7 @@ def plot_decision_guide(highlight: dict[int, str] | None = None):
             ax.text(
                 x + 0.5,
                 y + 0.23,
-                textwrap.fill(highlight[case], 34),
+                "\n".join(textwrap.fill(t, 34) for t in highlight[case].splitlines()),
                 ha="center",
                 va="center",
                 fontsize=8.5,
