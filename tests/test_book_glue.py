@@ -52,3 +52,19 @@ def test_glue_stores_a_table_without_its_row_numbers(monkeypatch):
     html = stored["table"].to_html()
     assert "probe" in html and "93%" in html
     assert "row_heading" not in html  # no index column
+
+
+def test_every_cross_page_glue_text_role_ends_with_a_format():
+    # MyST-NB reads {glue:text}`path::key:fmt` by splitting at the last colon: without
+    # ":fmt" (":s" for a sentence) the key is lost and the page shows a warning instead.
+    import re
+
+    book = Path(__file__).resolve().parents[1] / "book"
+    roles = re.compile(r"\{glue:text\}`([^`]*)`")
+    missing = [
+        f"{page.name}: {role}"
+        for page in sorted(book.glob("*.md"))
+        for role in roles.findall(page.read_text())
+        if "::" in role and ":" not in role.split("::", 1)[1]
+    ]
+    assert not missing, missing
