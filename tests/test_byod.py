@@ -55,7 +55,7 @@ def test_page_code_runs_as_printed(make, tmp_path, monkeypatch):
     shutil.copytree(labelled, tmp_path / "labelled_photos")
     code = page_code().replace("image_size=160", "image_size=64")
     small = "fine_tune_epochs=1, min_steps=1, batch_size=8"
-    code = code.replace("fine_tune_epochs=5", small)
+    code = code.replace("fine_tune_epochs=3", small)
     assert code.count("image_size=64") == 2 and small in code
     namespace: dict = {}
     exec(compile(code, str(PAGE), "exec"), namespace)

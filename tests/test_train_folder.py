@@ -1,6 +1,9 @@
 """train_folder delivers what the diagnosis measured: phase 1 is its probe, read from the
 shared feature cache; fine-tuning starts from it and is kept only if it helps (chapter 5)."""
 
+import copy
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -86,6 +89,85 @@ def test_a_fine_tune_that_does_not_help_is_not_kept(folder, tmp_cache):
     decision, _, data = probe_outputs(folder, 8)
     assert np.allclose(model_logits(trained, data), decision, atol=1e-3)
     assert "<- kept" in h["epochs_table"].splitlines()[1]  # row of epoch 0
+
+
+@pytest.mark.parametrize("chosen", [None, 5])
+def test_fine_tuning_starts_from_the_diagnosis_probe(
+    chosen, folder, tmp_cache, monkeypatch
+):
+    """Phase 2 fine-tunes the network the chosen stage's probe sits on (a cut body when
+    that stage is not the final one), so round 0 is the model the diagnosis promised.
+    ``chosen=5`` makes the choice fall on stage 5, as it does on folders unlike ImageNet."""
+    import tlutils.project as project
+
+    if chosen is not None:
+        choose = project.choose_stage
+        monkeypatch.setattr(
+            project, "choose_stage", lambda *a: (chosen, *choose(*a)[1:])
+        )
+    started = {}
+
+    def no_fine_tune(
+        net, *args, **kwargs
+    ):  # record where phase 2 starts, train nothing
+        started["net"] = copy.deepcopy(net)
+        return tl.History([9.0], [0.0], [9.0], [0.0], [0.0])
+
+    monkeypatch.setattr(project.finetune, "fine_tune", no_fine_tune)
+    trained = tl.train_folder(
+        folder, strategy="fine_tune", image_size=64, progress=False, device="cpu"
+    )
+    stage = trained.history["probe_stage"]
+    assert trained.history["stage"] == stage and stage == (chosen or stage)
+    net = started["net"]
+    assert isinstance(net, CutModel) == (stage != 8)
+    decision, _, data = probe_outputs(folder, stage)
+    logits = model_logits(SimpleNamespace(model=net), data)
+    assert np.allclose(logits, decision, atol=1e-3)  # round 0: the diagnosis's probe
+
+
+def test_a_fine_tune_not_shown_as_good_as_the_probe_is_not_saved(
+    folder, tmp_cache, monkeypatch
+):
+    """A round with a lower validation loss is still not saved unless the verdict rule
+    finds it at least as good as the probe (within a point) on the validation images."""
+    import tlutils.project as project
+
+    def ruin_the_head(net, *args, **kwargs):  # a "fine-tune" that loses accuracy
+        with torch.no_grad():
+            for p in net.parameters():
+                p.zero_()
+        return tl.History([0.1], [1.0], [0.0], [1.0], [0.0])  # claims a val loss of 0
+
+    monkeypatch.setattr(project.finetune, "fine_tune", ruin_the_head)
+    trained = tl.train_folder(
+        folder, strategy="fine_tune", image_size=64, progress=False, device="cpu"
+    )
+    h = trained.history
+    assert h["best_epoch"] == 0 and "the probe is saved" in h["fine_tune_not_kept"]
+    assert h["fine_tune_not_kept"] in h["epochs_table"]
+    assert h["val_correct"] == h["probe_val_correct"]
+    assert trained.against_probe().verdict == "equivalent"
+
+
+def test_choose_stage_is_not_fitted_twice_on_the_same_features(monkeypatch):
+    import tlutils.diagnosis as diagnosis
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 12)
+    feats = {s: torch.tensor(rng.normal(size=(24, 4)) + y[:, None] * s) for s in (1, 2)}
+    calls = []
+    fit = diagnosis._stage_correct
+    monkeypatch.setattr(
+        diagnosis, "_stage_correct", lambda *a: calls.append(1) or fit(*a)
+    )
+    first = choose_stage(feats, y, seed=0)
+    again = choose_stage(feats, y, seed=0)
+    assert len(calls) == 1 and first[0] == again[0] and first[2] == again[2]
+    feats[2] = feats[2] + 1e-3  # other features: chosen afresh
+    choose_stage(feats, y, seed=0)
+    choose_stage(feats, y, seed=1)
+    assert len(calls) == 3
 
 
 def test_the_fine_tuning_budget_counts_steps():

@@ -82,10 +82,11 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser(
         "train",
         help="train from the diagnosis's probe, save a model",
-        description="Phase 1: the diagnosis's linear probe becomes the head (features "
-        "from the cache). Phase 2 (fine_tune): the whole network is fine-tuned from it, "
-        "the round with the lowest validation loss kept. The saved model is compared "
-        "with the probe on the validation images.",
+        description="Phase 1: the diagnosis's probe (the chosen stage's) becomes the "
+        "head (features from the cache). Phase 2 (fine_tune): the network under it (the "
+        "whole body, or the body cut after the chosen stage) is fine-tuned, the round "
+        "with the lowest validation loss kept if the verdict rule finds it at least as "
+        "good as the probe on the validation images; otherwise the probe is saved.",
         parents=common,
         formatter_class=fmt,
     )
@@ -101,8 +102,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--fine-tune-epochs",
         type=int,
-        default=5,
-        help="fewest fine-tuning rounds (an epoch, or 10 steps on a small folder)",
+        default=3,
+        help="fine-tuning rounds (an epoch each, or 10 steps on a small folder; more "
+        "if --min-steps needs them, fewer if --patience stops early). 3 epochs is "
+        "chapter 3's reference budget",
     )
     t.add_argument(
         "--min-steps",

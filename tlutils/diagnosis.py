@@ -226,11 +226,30 @@ def choose_stage(
 ) -> tuple[int, np.ndarray, list[float]]:
     """The stage whose probe scores best out of fold on the *training* images (chapter 5):
     ``(stage, correct [stages, images], C per stage)``. Ties go to the deeper stage. The
-    diagnosis and :func:`tlutils.train_folder` both choose with it."""
-    correct, Cs = _stage_correct(feats, y, seed)
-    curve = correct.sum(1)
-    best = len(curve) - 1 - int(np.argmax(curve[::-1]))  # ties: the deeper stage
-    return best, correct, Cs
+    diagnosis and :func:`tlutils.train_folder` both choose with it; the last choice is
+    kept, so that training right after a diagnosis does not fit the probes again."""
+    key = _digest(feats, y, seed)
+    if key not in _CHOSEN:  # diagnose, then train_folder, choose on the same features
+        correct, Cs = _stage_correct(feats, y, seed)
+        curve = correct.sum(1)
+        best = len(curve) - 1 - int(np.argmax(curve[::-1]))  # ties: the deeper stage
+        _CHOSEN.clear()
+        _CHOSEN[key] = best, correct, Cs
+    best, correct, Cs = _CHOSEN[key]
+    return best, correct.copy(), list(Cs)
+
+
+_CHOSEN: dict[str, tuple[int, np.ndarray, list[float]]] = {}
+"""The last choice of :func:`choose_stage`, by a digest of its inputs."""
+
+
+def _digest(feats: dict[int, torch.Tensor], y: np.ndarray, seed: int) -> str:
+    """SHA-256 of the features, labels and seed: equal only for the same inputs."""
+    h = hashlib.sha256(f"{seed} {sorted(feats)}".encode())
+    for stage in sorted(feats):
+        h.update(feats[stage].detach().cpu().contiguous().numpy().tobytes())
+    h.update(np.ascontiguousarray(y).tobytes())
+    return h.hexdigest()
 
 
 def _imagenet_head(model, final: torch.Tensor, y: np.ndarray, classes: list[str]):

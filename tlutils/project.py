@@ -8,12 +8,14 @@ split into ``train/`` and ``val/``), started from what :func:`tlutils.diagnose` 
    is chosen on the training images as ``diagnose`` chooses it, and the logistic
    regression (its penalty chosen on the training images) becomes the head: converged
    whatever the folder's size, at the cost of one feature pass.
-2. **Phase 2** (``strategy="fine_tune"``) fine-tunes the whole network from that head
-   (linear probing, then fine-tuning) with BatchNorm statistics fixed, for a budget counted
-   in optimiser steps as well as epochs (small folders get rounds of at least
+2. **Phase 2** (``strategy="fine_tune"``) fine-tunes, from the chosen stage's probe, the
+   network it sits on (linear probing, then fine-tuning): the whole network, or the body cut
+   after the chosen stage, with BatchNorm statistics fixed, for a budget counted in
+   optimiser steps as well as epochs (small folders get rounds of at least
    :data:`ROUND_STEPS` steps, and at least ``min_steps`` in all), with early stopping on
    the validation loss. The round with the lowest validation loss is kept, the probe
-   included: a fine-tune that does not lower it is not kept.
+   included, and only if the verdict rule finds it at least as good as the probe (within
+   a point) on the validation images: the saved model keeps the diagnosis's promise.
 
 At the end the saved model's per-image validation correctness is compared with the
 diagnosis's probe by the course's verdict rule (:func:`tlutils.verdict.compare`).
@@ -150,6 +152,8 @@ def _epoch_table(h: dict) -> str:
         )
     if h.get("stopped_early"):
         rows.append("training stopped early: the validation loss stopped improving")
+    if h.get("fine_tune_not_kept"):
+        rows.append(h["fine_tune_not_kept"])
     return "\n".join(rows)
 
 
@@ -157,7 +161,7 @@ def train_folder(
     folder: str | Path,
     strategy: str = "fine_tune",
     image_size: int = 160,
-    fine_tune_epochs: int = 5,
+    fine_tune_epochs: int = 3,
     min_steps: int = MIN_STEPS,
     lr: float = 1e-4,
     patience: int | None = 2,
@@ -172,10 +176,12 @@ def train_folder(
     ``strategy="linear_probe"`` returns the whole network with the final stage's probe as
     its head; ``"cut_probe"`` the body cut after the stage chosen on the training images,
     pooled, with that stage's probe (:class:`tlutils.CutModel`); ``"fine_tune"`` starts
-    from the linear probe and fine-tunes everything at ``lr`` with BatchNorm statistics
-    fixed for at least ``fine_tune_epochs`` rounds and ``min_steps`` optimiser steps (see
-    the module's docstring), keeping the round with the lowest validation loss (the probe
-    counts as round 0) and stopping after ``patience`` rounds without improvement.
+    from the chosen stage's probe and fine-tunes the network under it (whole or cut) at
+    ``lr`` with BatchNorm statistics fixed for ``fine_tune_epochs`` rounds and at least
+    ``min_steps`` optimiser steps (see the module's docstring), stopping after
+    ``patience`` rounds without improvement and keeping the round with the lowest
+    validation loss (the probe counts as round 0) if the verdict rule finds it at least as
+    good as the probe; otherwise the probe (``"fine_tune_not_kept"`` says why).
     ``class_weighted=True`` weighs the fine-tuning loss by inverse class frequency, for
     imbalanced folders. At the end the per-epoch table, a per-class report on the
     validation images and the verdict against the diagnosis's probe are printed (unless
@@ -201,7 +207,7 @@ def train_folder(
     ytr, yva = ytr.numpy(), yva.numpy()
     best, _, Cs = choose_stage(train_f, ytr, seed)
     probes = {best: fit_probe(train_f[best].numpy(), ytr, C=Cs[best])}
-    stage = best if strategy == "cut_probe" else NUM_STAGES - 1
+    stage = NUM_STAGES - 1 if strategy == "linear_probe" else best
     if stage not in probes:
         probes[stage] = fit_probe(train_f[stage].numpy(), ytr, C=Cs[stage])
     probe_correct = probes[best].predict(val_f[best].numpy()) == yva
@@ -222,10 +228,11 @@ def train_folder(
     history.seconds.append(time.perf_counter() - start)
     history.best_epoch = 0
     phase_names = ["probe"]
-    if strategy == "cut_probe":
+    if strategy == "cut_probe" or stage != NUM_STAGES - 1:
         net = CutModel(model, stage, n_classes, head=head)
     else:
         net = replace_head(model, n_classes, head=head)
+    val = create_loader(data.val, batch_size=64)
     if strategy == "fine_tune":
         probe_state = copy.deepcopy(net.state_dict())
         train_set = _with_transform(
@@ -241,7 +248,6 @@ def train_folder(
             num_workers=default_num_workers(), worker_init_fn=_seed_worker,
             pin_memory=torch.cuda.is_available(),
         )  # fmt: skip
-        val = create_loader(data.val, batch_size=64)
         phase2 = finetune.fine_tune(
             net, train, val, epochs=rounds, lr=lr, bn_stats="fixed", keep_best=True,
             patience=patience, loss_fn=loss_fn, device=device, progress=progress,
@@ -255,10 +261,23 @@ def train_folder(
         else:  # the fine-tune never beat the probe's validation loss: keep the probe
             net.load_state_dict(probe_state)
             history.best_epoch = 0
-    net = net.to(device).eval()
-    logits, targets = predict(net, create_loader(data.val, batch_size=64), device)
+    kept_note = ""
+    logits, targets = predict(net.to(device).eval(), val, device)
     val_correct = (logits.argmax(1) == targets).numpy()
     verdict = compare(val_correct, probe_correct)
+    if history.best_epoch > 0 and not verdict.not_worse:
+        # The promise: a fine-tune that the rule cannot show to be at least as good as
+        # the probe (within a point) on the validation images is not saved.
+        kept_note = (
+            f"not kept: the fine-tuned round {history.best_epoch} minus the probe is "
+            f"{verdict.interval()} on {verdict.images} validation images, not shown to "
+            "be at least as good (within a point): the probe is saved"
+        )
+        net.load_state_dict(probe_state)
+        history.best_epoch = 0
+        logits, targets = predict(net.to(device).eval(), val, device)
+        val_correct = (logits.argmax(1) == targets).numpy()
+        verdict = compare(val_correct, probe_correct)
     report = classification_report(
         targets, logits.argmax(1), labels=range(n_classes),
         target_names=data.classes, zero_division=0,
@@ -274,6 +293,7 @@ def train_folder(
         val_correct=val_correct.astype(int).tolist(),
         probe_val_correct=probe_correct.astype(int).tolist(),
         verdict=_verdict_words(verdict),
+        fine_tune_not_kept=kept_note,
     )
     h["epochs_table"] = _epoch_table(h)
     if progress:
