@@ -470,9 +470,10 @@ def _report(d: Diagnosis) -> str:
     )
     lines.append(
         f"- the probe of {STAGE_NAMES[d.best_stage]} already reaches "
-        f"{d.val_accuracy:.3f} on validation: the model `tlutils train` delivers is "
-        "compared with it on the same images; one "
-        f"epoch of fine-tuning takes about {d.seconds_per_epoch:.0f} s on {d.device}."
+        f"{d.val_accuracy:.3f} on validation: `tlutils train` starts from it, keeps a "
+        "fine-tune only if the verdict rule finds it at least as good on the same "
+        f"images, and says so; one epoch of fine-tuning takes about "
+        f"{d.seconds_per_epoch:.0f} s on {d.device}."
     )
     return "\n".join(lines)
 
