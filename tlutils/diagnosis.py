@@ -27,8 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, recall_score
 from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from . import smoke
 from .cases import Recommendation, recommend_case
@@ -40,7 +43,7 @@ from .data import (
     load_image_folder,
     targets_of,
 )
-from .features import PROBE_CS, _probe_pipeline, fit_probe, stage_features
+from .features import PROBE_CS, fit_probe, stage_features
 from .models import create_model, data_config, imagenet_classes, replace_head
 from .stages import STAGE_NAMES
 from .train import get_device
@@ -170,6 +173,16 @@ class Diagnosis:
         return _plot(self)
 
 
+def _probe(C: float):
+    """Chapter 2's standardised logistic regression with penalty ``C``, and a looser
+    tolerance (1e-3) than scikit-learn's default: on 300 flower photos the stage accuracies
+    moved by an image or two, and the fits of the cross-validation ran more than four times
+    faster."""
+    return make_pipeline(
+        StandardScaler(), LogisticRegression(C=C, max_iter=1000, tol=1e-3)
+    )
+
+
 def _stage_correct(
     feats: dict[int, torch.Tensor], y: np.ndarray, seed: int
 ) -> tuple[np.ndarray, list[float]]:
@@ -199,7 +212,7 @@ def _stage_correct(
         for C in PROBE_CS:
             right = np.zeros(len(y), dtype=bool)
             for inner, held in folds:
-                probe = _probe_pipeline(C).fit(x[inner], y[inner])
+                probe = _probe(C).fit(x[inner], y[inner])
                 right[held] = probe.predict(x[held]) == y[held]
             if best is None or right.sum() > best[1].sum():  # ties: the smaller C
                 best = (C, right)
