@@ -1,7 +1,25 @@
 """Small helpers shared by the tests."""
 
+import importlib.util
+import sys
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(path: str):
+    """Import a file of the repository that is not a package module (``scripts/x.py``,
+    ``_ext/x.py``) under its file name, registered in ``sys.modules`` (dataclasses look
+    their module up there while a class is created)."""
+    file = ROOT / path
+    spec = importlib.util.spec_from_file_location(file.stem, file)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[file.stem] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def write_image(path, color, size=(40, 32), mode="RGB"):

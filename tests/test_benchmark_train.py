@@ -2,22 +2,13 @@
 64 px, ten classes, `tlutils train` with its defaults saves a model that the verdict rule
 finds at least as good as the diagnosis's probe, and the saved file is the model judged."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
+from helpers import load_script
 
 import tlutils as tl
 from tlutils.cli import main as tlutils
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location(
-    "benchmark_train", ROOT / "scripts" / "benchmark_train.py"
-)
-benchmark_train = importlib.util.module_from_spec(spec)
-sys.modules["benchmark_train"] = benchmark_train
-spec.loader.exec_module(benchmark_train)
+benchmark_train = load_script("scripts/benchmark_train.py")
 
 
 def test_default_train_keeps_the_diagnosis_promise_on_the_digits(tmp_path, tmp_cache):

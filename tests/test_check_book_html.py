@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
-_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "check_book_html.py"
-_spec = importlib.util.spec_from_file_location("check_book_html", _SCRIPT)
-chk = importlib.util.module_from_spec(_spec)
-sys.modules["check_book_html"] = (
-    chk  # dataclasses look the module up while the class is created
-)
-_spec.loader.exec_module(chk)
+chk = load_script("scripts/check_book_html.py")
 
 
 def _write(root: Path, rel: str, body: str) -> None:

@@ -1,19 +1,10 @@
 """Tests for scripts/compare_runs.py: numbers compared cell by cell, timings ignored."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import nbformat
+from helpers import load_script
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location(
-    "compare_runs", ROOT / "scripts" / "compare_runs.py"
-)
-compare_runs = importlib.util.module_from_spec(spec)
-sys.modules["compare_runs"] = compare_runs
-spec.loader.exec_module(compare_runs)
+compare_runs = load_script("scripts/compare_runs.py")
 
 
 def executed(*texts, stderr=""):

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import importlib.util
 import io
 import os
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 from PIL import Image
 
 import tlutils as tl
@@ -29,12 +28,7 @@ pytestmark = pytest.mark.skipif(
     reason="the course's shared data mirror is not beside this checkout",
 )
 
-_spec = importlib.util.spec_from_file_location(
-    "reader_run", ROOT / "scripts" / "reader_run.py"
-)
-reader_run = importlib.util.module_from_spec(_spec)
-sys.modules["reader_run"] = reader_run
-_spec.loader.exec_module(reader_run)
+reader_run = load_script("scripts/reader_run.py")
 
 PER_CLASS = 3
 

@@ -2,7 +2,6 @@
 nbval run stores each executed notebook in the book's cache; a changed code cell or a changed
 tlutils file makes the book execute it again."""
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -11,14 +10,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from helpers import load_script
 from jupyter_cache import get_cache
 
 ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location(
-    "execution_cache", ROOT / "_ext" / "execution_cache.py"
-)
-ec = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ec)
+ec = load_script("_ext/execution_cache.py")
 
 
 def _notebook(path: Path, second: str = "print(x + 1)") -> Path:

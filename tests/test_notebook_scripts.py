@@ -10,22 +10,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from helpers import load_script
 
-_SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, _SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = (
-        module  # dataclasses look the module up while the class is created
-    )
-    spec.loader.exec_module(module)
-    return module
-
-
-strip_outputs = _load("strip_outputs")
-time_notebooks = _load("time_notebooks")
+strip_outputs = load_script("scripts/strip_outputs.py")
+time_notebooks = load_script("scripts/time_notebooks.py")
 
 
 def _notebook(path: Path, *sources: str, executed: bool = False) -> Path:
