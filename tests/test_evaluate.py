@@ -10,7 +10,7 @@ from helpers import photo_folder
 
 import tlutils as tl
 from tlutils.checkpoint import trained_model
-from tlutils.project import Evaluation
+from tlutils.inference import Evaluation
 
 
 @pytest.fixture(scope="module")

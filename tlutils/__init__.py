@@ -14,7 +14,9 @@ Each module holds one idea; every function's docstring names the chapter that te
 * :mod:`tlutils.shift`: fixed image corruptions (a shift) and feature distortion (chapter 4).
 * :mod:`tlutils.reference`: resumable reference runs with provenance (chapters 2-4).
 * :mod:`tlutils.diagnosis`: measure your own folder and recommend a case (chapter 5).
-* :mod:`tlutils.project`: train on your folder with the recipe; predict (chapter 5).
+* :mod:`tlutils.rule`: the four cases as a rule: which strategy for which data (chapters 3, 5).
+* :mod:`tlutils.project`: train on your folder with the recipe (chapter 5).
+* :mod:`tlutils.inference`: predict new images, score a labelled folder (chapter 5).
 * :mod:`tlutils.checkpoint`: save, load and export a trained model (chapter 5).
 * :mod:`tlutils.cli`: the ``tlutils diagnose | train | predict`` command (chapter 5).
 * :mod:`tlutils.book`: ``glue`` measured numbers into the book's prose.
@@ -29,9 +31,11 @@ from . import (
     cli,
     diagnosis,
     finetune,
+    inference,
     layers,
     project,
     reference,
+    rule,
     shift,
     smoke,
     stages,
@@ -62,6 +66,7 @@ from .features import (
     linear_probe_accuracy,
     stage_features,
 )
+from .inference import evaluate_folder, predict_images
 from .models import (
     DEFAULT_MODEL,
     count_parameters,
@@ -76,7 +81,7 @@ from .models import (
     unfreeze,
 )
 from .plot import plot_confusion_matrix, plot_history, plot_runs, show_images
-from .project import evaluate_folder, predict_images, train_folder
+from .project import train_folder
 from .train import (
     History,
     create_optimizer,
@@ -116,6 +121,8 @@ __all__ = [
     "cli",
     "diagnosis",
     "project",
+    "inference",
+    "rule",
     "create_optimizer",
     "linear_probe_accuracy",
     "plot_runs",

@@ -21,15 +21,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
-import numbers
 import os
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,6 +43,13 @@ from .data import (
 )
 from .features import extract_features, linear_probe_accuracy, stage_features
 from .models import create_model, freeze, replace_head
+from .rule import (
+    SMALL_MAX_PER_CLASS,
+    STRATEGIES,
+    Recommendation,
+    Strategy,
+    recommend_case,
+)
 from .stages import (
     NUM_STAGES,
     StageFeatures,
@@ -85,120 +90,6 @@ __all__ = [
     "top_accuracy",
     "fine_tune_score",
 ]
-
-Strategy = Literal["linear_probe", "cut_probe", "fine_tune", "scratch"]
-STRATEGIES: tuple[str, ...] = get_args(Strategy)
-"""The four strategies compared in chapter 3."""
-
-SMALL_MAX_PER_CLASS = 100
-"""Below this many images per class the course calls a dataset *small* (a rule of thumb, not a law)."""
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    """What the four-case rule suggests for a dataset (chapter 3)."""
-
-    case: int
-    size: str  # "small" or "large"
-    similarity: str  # "similar" or "different"
-    strategy: Strategy
-    advice: str
-    measured: str = ""  # what chapter 3 measured for this case, where it was passed in
-
-
-_ADVICE = {
-    1: (
-        "linear_probe",
-        "Freeze the pretrained body, replace the last layer, train only the new head. "
-        "With this little data, fine-tuning rarely pays (chapter 3 measures it).",
-    ),
-    2: (
-        "cut_probe",
-        "Probe the pooled features of every stage and keep the stage that scores best on "
-        "a split of your training images (never on validation); the middle stages often "
-        "beat the final ones by a few points. If your images are small, try a larger "
-        "input size too.",
-    ),
-    3: (
-        "fine_tune",
-        "Start with the linear probe, then fine-tune the whole body with the recipe "
-        "(warm-up, small rates, chapter 4) for several epochs with augmentation and a "
-        "learning rate chosen on held-out training images. At chapter 3's reference "
-        "budget (three epochs of the whole body) this beat both the linear and the cut "
-        "probe by the verdict rule; a short fine-tune of the top stages (its CPU "
-        "budget) did not. Keep it if it beats the probe on your held-out images.",
-    ),
-    4: (
-        "fine_tune",
-        "Fine-tune the whole body with the recipe (warm-up, small rates, chapter 4), "
-        "with augmentation, an input size near the pretraining one and a learning rate "
-        "chosen on held-out training images. At chapter 3's reference budget this beat "
-        "both the frozen cut in the middle and the linear probe by the verdict rule; at "
-        "its CPU budget the frozen cut won, so on a tight budget try the cut first. "
-        "Training from scratch needs far more compute: at the recipe's compute it lost "
-        "by far in chapter 3.",
-    ),
-}
-
-
-def recommend_case(
-    images_per_class: int,
-    similar: bool,
-    small_max_per_class: int = SMALL_MAX_PER_CLASS,
-    measured: dict[int, str] | None = None,
-) -> Recommendation:
-    """The case (1-4) and strategy the rule of thumb suggests (chapter 3).
-
-    ``images_per_class`` is the number of labelled training images per class (the
-    smallest class counts); ``similar`` says whether the images *and labels* are like
-    ImageNet's (photos of everyday objects, animals, plants), not whether pixel statistics
-    match. A dataset with fewer than ``small_max_per_class`` images per class is "small".
-    ``measured`` maps a case to what a measurement found (chapter 3's notebook passes its
-    verdicts); the recommendation carries it next to the rule's advice, so that where the
-    two disagree the reader sees both.
-    """
-    if isinstance(images_per_class, bool) or not isinstance(
-        images_per_class, (numbers.Integral, float)
-    ):
-        raise TypeError(
-            f"images_per_class must be a number, got {type(images_per_class).__name__}."
-        )
-    if isinstance(images_per_class, float) and not (
-        math.isfinite(images_per_class) and images_per_class.is_integer()
-    ):
-        raise ValueError(
-            f"images_per_class must be a whole number of images, got {images_per_class}."
-        )
-    if images_per_class < 1:
-        raise ValueError(
-            f"images_per_class must be at least 1 (you need labelled images to transfer to), got {images_per_class}."
-        )
-    if not isinstance(similar, bool):
-        raise TypeError(
-            f"similar must be True or False (your judgement: are the images and labels like ImageNet's?), "
-            f"got {similar!r}."
-        )
-    if (
-        isinstance(small_max_per_class, bool)
-        or not isinstance(small_max_per_class, int)
-        or small_max_per_class < 2
-    ):
-        raise ValueError(
-            f"small_max_per_class must be an integer of at least 2, got {small_max_per_class!r}."
-        )
-    small = images_per_class < small_max_per_class
-    case = {(True, True): 1, (True, False): 2, (False, True): 3, (False, False): 4}[
-        (small, similar)
-    ]
-    strategy, advice = _ADVICE[case]
-    return Recommendation(
-        case=case,
-        size="small" if small else "large",
-        similarity="similar" if similar else "different",
-        strategy=strategy,
-        advice=advice,
-        measured=(measured or {}).get(case, ""),
-    )
 
 
 class CutModel(nn.Module):

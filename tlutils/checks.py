@@ -183,7 +183,7 @@ def check_frozen_body(model: nn.Module) -> CheckResult:
 
 def check_case(case: int, images_per_class: int, similar: bool) -> CheckResult:
     """Is ``case`` (1-4) the case of the four-case rule for this dataset (chapter 3)?"""
-    from .cases import recommend_case
+    from .rule import recommend_case
 
     result = CheckResult("Four-case rule")
     expected = recommend_case(images_per_class, similar)

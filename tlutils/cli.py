@@ -238,7 +238,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from .project import evaluate_folder
+    from .inference import evaluate_folder
     from .train import seed_everything
 
     seed_everything(args.seed)
@@ -263,7 +263,7 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _predict(args: argparse.Namespace) -> None:
-    from .project import predict_images
+    from .inference import predict_images
 
     rows = predict_images(
         args.model,

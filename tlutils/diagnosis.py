@@ -34,7 +34,6 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from . import smoke
-from .cases import Recommendation, recommend_case
 from .data import (
     cache_dir,
     create_transform,
@@ -45,6 +44,7 @@ from .data import (
 )
 from .features import PROBE_CS, fit_probe, stage_features
 from .models import create_model, data_config, imagenet_classes, replace_head
+from .rule import Recommendation, recommend_case
 from .stages import STAGE_NAMES
 from .train import get_device
 from .verdict import Verdict, compare
