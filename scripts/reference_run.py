@@ -1,39 +1,37 @@
-"""The reference budget of issue 23: fine-tuning at a budget where it can work (chapters 2-4).
+"""The reference budget: the course's evidence, at a budget where fine-tuning can work
+(chapters 2-4).
 
-Runs the course's own code (tlutils.cases, tlutils.finetune, tlutils.features, tlutils.fit)
-with the reference settings below, and appends every finished run to
-``results/reference.jsonl`` at once, with its provenance and which validation images it got
-right (tlutils.reference). Runs already in the file are skipped: stop it any time and start
-it again to resume. Runs are ordered so that the most informative finish first: the probes,
-then seed 0 of every trained arm (chapter 3's whole body first), then the other seeds.
+Every trained arm runs the course's one recipe (:data:`tlutils.recipe.REFERENCE`, through
+:func:`tlutils.recipe.run`), every probe the one probe (:mod:`tlutils.probe`), every rate
+comes from the one chooser (:func:`tlutils.rates.choose_lr`, on a split of the training
+images: two thirds train, one third scores, ties to the larger rate). Each finished run is
+appended at once to ``results/reference.jsonl`` with its provenance, which validation
+images it got right, and the digest of the code that made it (:func:`code_digest`;
+``tests/test_reference_fresh.py`` names the arms to re-run when that code changes). Runs
+already in the file are skipped: stop it any time and start it again to resume.
 
     python scripts/reference_run.py              # run (or resume) everything
     python scripts/reference_run.py --list       # what is done, what is left
-    python scripts/reference_run.py --only ch3   # arms whose name contains 'ch3'
+    python scripts/reference_run.py --only ch4   # arms whose name contains 'ch4'
     python scripts/reference_run.py --commit     # also git-commit the file after each run
+    python scripts/reference_run.py --table      # every arm and the verdicts
 
-One thread by default (``--threads``): the reference is sized for one core of a 2-core CPU.
+One thread by default (``--threads``). The arms (:data:`ARMS`), on chapter 3's large sets
+(300 images per class, 128 px, the whole validation split):
 
-The recipe (every trained arm): the warm-up head is the linear probe (C chosen on the
-training features, ``cases.probe_head``), then the chosen stages train with AdamW, weight
-decay 0.05, a cosine schedule after a linear warm-up of 10% of the steps, batches of 32,
-random resized crops and flips, BatchNorm statistics fixed (chapter 4), for a few epochs.
-The learning rate is chosen on a split of the training images (``cases.selection_split``:
-fit on two thirds, score on one third; seed 0) from a grid widened until its best rate is
-inside it, ties to the larger rate. Arms:
-
-* chapter 3, case 3 (flowers) and case 4 (EuroSAT upsampled to 128 px), the large set of
-  chapter 3 (300 images per class), the whole validation split: linear probe, frozen cut
-  probe (stage chosen on training images, ``cases.choose_stage``), the top 3 stages
-  fine-tuned, the whole body fine-tuned;
-* chapter 4, flowers at 160 px, 80 images per class (the notebook's FULL size): LP (the
-  probe), FT (a random head, the whole body from the first step), LP-FT (the probe's head,
-  then the whole body), scored on the clean validation split (ID) and on the same images
-  under the notebook's corruptions at severity 3 (OOD);
-* chapter 2, ants and bees at 96 px (all 244 training images) and EuroSAT at 64 px (25
-  per class, as its notebook): the network from scratch with its own learning-rate trial
-  (the same recipe, BatchNorm statistics updated, 30 epochs), against the probes (96 and
-  224 px; 128 px), scored on the whole validation split.
+* EuroSAT (case 4): the linear probe, the frozen cut probe (stage chosen on the selection
+  split), the recipe on the top 3 stages and on the whole body (chapter 3); the whole body
+  from a random head with and without the 10% learning-rate warm-up, and a random against
+  a probe head at the large rate 1e-3 without warm-up (chapter 4: the head's effect and
+  the learning rate's, separated); the top 3 stages re-initialised before training
+  (co-adaptation, Yosinski et al. 2014) and the first two stages alone (surgical
+  fine-tuning, Lee et al. 2023). Chapter 4's arms are also scored on the validation
+  images under its corruptions (severity 3, OOD), and their features' linear CKA with the
+  pretrained body's is measured (every fifth validation image);
+* flowers (case 3): the two probes, the top 3 stages, the whole body;
+* chapter 2: the network from scratch (ants and bees at 96 px, all 244 training images;
+  EuroSAT at 64 px, 25 per class) with its own rate, BatchNorm statistics updated, 30
+  epochs, against the probes (96 and 224 px; 128 px).
 """
 
 from __future__ import annotations
@@ -58,59 +56,90 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.utils.data import Dataset, Subset, TensorDataset  # noqa: E402
-from torchvision import transforms  # noqa: E402
+from torch.utils.data import Dataset, Subset  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import tlutils as tl  # noqa: E402
 from tlutils import cases, reference  # noqa: E402
-from tlutils import finetune as ft  # noqa: E402
-from tlutils.features import fit_probe  # noqa: E402
+from tlutils.probe import choose_stage, fit_probe, probe_head  # noqa: E402
+from tlutils.recipe import REFERENCE, Recipe  # noqa: E402
+from tlutils.recipe import code_digest as recipe_digest  # noqa: E402
+from tlutils.recipe import run as run_recipe  # noqa: E402
 
 RESULTS = ROOT / "results" / "reference.jsonl"
 SEEDS = (0, 1, 2)
-BATCH = 32
-RECIPE: dict[str, Any] = {
-    "opt": "adamw",
-    "weight_decay": 0.05,
-    "schedule": "cosine",
-    "warmup": 0.1,  # of the steps
-    "batch": BATCH,
-    "augment": "random resized crop (0.5-1) + flip",
-    "decay": 1.0,  # every stage at the same rate
-    "head": "probe",
-}
-CH3 = {"per_class": cases.N_LARGE, "image_size": 128, "epochs": 3}
-CH3_DATA = {"flowers": 3, "eurosat": 4}  # dataset -> case
-CH3_GRIDS = {"top3": (3e-4, 1e-3, 3e-3), "whole_body": (1e-4, 3e-4, 1e-3)}
-CH4 = {"dataset": "flowers", "per_class": 80, "image_size": 160, "epochs": 6}
-CH4_GRIDS = {"FT": (1e-4, 3e-4, 1e-3), "LP-FT": (3e-5, 1e-4, 3e-4)}
+IMAGE_SIZE = 128
+PER_CLASS = cases.N_LARGE  # 300
 SEVERITY = 3  # of chapter 4's corruptions
-CH2 = {  # chapter 2's two scratch arms: dataset -> sizes (None: every image)
-    "hymenoptera": {
-        "image_size": 96,
-        "epochs": 30,
-        "per_class": None,
-        "probes": (96, 224),
-    },
-    "eurosat": {"image_size": 64, "epochs": 30, "per_class": 25, "probes": (128,)},
-}
-CH2_GRID = (1e-3, 3e-3, 1e-2)
+CKA_EVERY = 5  # CKA on every fifth validation image
 DEVICE = torch.device("cpu")
-SMOKE_VAL: int | None = None  # validation images per class with --smoke (else all)
+SMOKE: dict[str, Any] = {}  # --smoke: tiny sizes that only check that every arm runs
+
+
+@dataclasses.dataclass(frozen=True)
+class Arm:
+    """One arm of the reference: its recipe (``None``: a probe), its rate grid (or a fixed
+    rate), and what is measured besides the validation accuracy."""
+
+    name: str
+    dataset: str
+    recipe: Recipe | None = None
+    grid: tuple[float, ...] = ()
+    fixed_lr: float | None = None
+    cut: bool = False  # a probe arm: the frozen cut (True) or the final features
+    ood: bool = False  # also scored on the corrupted validation images
+    cka: bool = False  # the features' CKA with the pretrained ones (end; epoch 1 too
+    # for arms at a fixed rate)
+    chapter: int = 3
+
+
+TOP3 = tuple(cases.top_stages(3))
+WHOLE = (1e-4, 3e-4, 1e-3)
+ARMS: tuple[Arm, ...] = (
+    # chapter 3, case 4, and the arms chapter 4 shares with it
+    Arm("ch3/eurosat/linear_probe", "eurosat", ood=True, cka=True),
+    Arm("ch3/eurosat/cut_probe", "eurosat", cut=True),
+    Arm("ch3/eurosat/whole_body", "eurosat", REFERENCE, WHOLE, ood=True, cka=True),
+    Arm("ch3/eurosat/top3", "eurosat", REFERENCE.replace(stages=TOP3), (3e-4, 1e-3, 3e-3)),
+    # chapter 4: the head (random or the probe) and the learning-rate warm-up, apart
+    Arm("ch4/eurosat/FT", "eurosat", REFERENCE.replace(head="random"), WHOLE,
+        ood=True, cka=True, chapter=4),
+    Arm("ch4/eurosat/FT_no_lr_warmup", "eurosat",
+        REFERENCE.replace(head="random", lr_warmup=0.0), WHOLE, ood=True, cka=True,
+        chapter=4),
+    Arm("ch4/eurosat/cold_large_lr", "eurosat",
+        REFERENCE.replace(head="random", lr_warmup=0.0), fixed_lr=1e-3, ood=True,
+        cka=True, chapter=4),
+    Arm("ch4/eurosat/warm_large_lr", "eurosat", REFERENCE.replace(lr_warmup=0.0),
+        fixed_lr=1e-3, ood=True, cka=True, chapter=4),
+    # chapter 3, how many layers: co-adaptation and surgical fine-tuning
+    Arm("ch3/eurosat/reinit_top3", "eurosat",
+        REFERENCE.replace(stages=TOP3, reinit=TOP3, bn_stats="update_unfrozen"),
+        (1e-3, 3e-3, 1e-2)),
+    Arm("ch3/eurosat/first2", "eurosat", REFERENCE.replace(stages=(0, 1)),
+        (3e-4, 1e-3, 3e-3)),
+    # chapter 3, case 3
+    Arm("ch3/flowers/linear_probe", "flowers"),
+    Arm("ch3/flowers/cut_probe", "flowers", cut=True),
+    Arm("ch3/flowers/whole_body", "flowers", REFERENCE, WHOLE),
+    Arm("ch3/flowers/top3", "flowers", REFERENCE.replace(stages=TOP3), (3e-4, 1e-3, 3e-3)),
+)  # fmt: skip
+CASE = {"eurosat": 4, "flowers": 3}
+CH2 = {  # chapter 2's two scratch arms: dataset -> sizes (None: every image)
+    "hymenoptera": {"image_size": 96, "epochs": 30, "per_class": None, "probes": (96, 224)},
+    "eurosat": {"image_size": 64, "epochs": 30, "per_class": 25, "probes": (128,)},
+}  # fmt: skip
+SCRATCH = REFERENCE.replace(head="random", bn_stats="update_unfrozen", epochs=30)
+CH2_GRID = (1e-3, 3e-3, 1e-2)
 
 
 def smoke() -> None:
     """Tiny sizes that only check that every arm runs (``--smoke``; never the reference)."""
-    global SMOKE_VAL
-    SMOKE_VAL = 3
-    CH3.update(per_class=12, epochs=1)
-    CH4.update(per_class=12, epochs=1)
+    SMOKE.update(per_class=12, val=3, epochs=1)
     for sizes in CH2.values():
         sizes.update(epochs=1)
-    RECIPE.update(smoke=True)
 
 
 def digest(dataset: Dataset) -> str:
@@ -127,64 +156,49 @@ def digest(dataset: Dataset) -> str:
     return h.hexdigest()[:12]
 
 
-def val_split(whole: Dataset, per_class: int | None) -> Subset:
+def val_split(whole: Dataset) -> Subset:
     """The whole validation split in its order (or, for ``--smoke``, a few per class)."""
-    if per_class:
-        return tl.subsample_per_class(whole, per_class, seed=0)
+    if SMOKE:
+        return tl.subsample_per_class(whole, SMOKE["val"], seed=0)
     return Subset(whole, range(len(whole)))  # type: ignore[arg-type]
 
 
-def loader(dataset: Dataset, seed: int | None = None, batch: int = BATCH):
-    """A seeded shuffled training loader (``seed``) or an ordered scoring loader."""
-    if seed is None:
-        return tl.create_loader(dataset, batch_size=128, num_workers=0)
-    return tl.create_loader(
-        dataset, batch_size=batch, shuffle=True, num_workers=0, seed=seed
-    )
+@torch.no_grad()
+def score(model: nn.Module, dataset: Dataset) -> tuple[np.ndarray, torch.Tensor]:
+    """Which images of ``dataset`` the model gets right, in order, and its pooled
+    features of them (the head's input), from one pass in eval mode."""
+    model = model.to(DEVICE).eval()
+    right, pooled = [], []
+    for images, labels in tl.create_loader(dataset, batch_size=128, num_workers=0):
+        features = model.forward_head(model.forward_features(images), pre_logits=True)
+        right.append(model.get_classifier()(features).argmax(1) == labels)
+        pooled.append(features)
+    return torch.cat(right).numpy(), torch.cat(pooled)
 
 
-def correct_on(model: nn.Module, dataset: Dataset) -> np.ndarray:
-    """Which images of ``dataset`` the model gets right, in the dataset's order."""
-    logits, labels = tl.predict(model, loader(dataset), device=DEVICE)
-    return (logits.argmax(1) == labels).numpy()
+class Corrupted(Dataset):
+    """Validation images under chapter 4's corruptions, kept as bytes, normalised when
+    read: each image gets one of the five, each corruption as many images."""
 
+    def __init__(self, raw: Dataset, normalize: Callable, severity: int) -> None:
+        clean = torch.stack([image for image, _ in raw])
+        names = list(tl.shift.CORRUPTIONS)
+        order = torch.randperm(len(clean), generator=torch.Generator().manual_seed(0))
+        which = torch.empty(len(clean), dtype=torch.long)
+        which[order] = torch.arange(len(clean)) % len(names)
+        out = clean.clone()
+        for k, name in enumerate(names):
+            picked = which == k
+            out[picked] = tl.shift.corrupt(clean[picked], name, severity, seed=k)
+        self.images = (out * 255).round().to(torch.uint8)
+        self.labels = torch.tensor(tl.targets_of(raw))
+        self.normalize = normalize
 
-def with_head(body: nn.Module, head: nn.Module) -> nn.Module:
-    """A copy of the pretrained model with a copy of ``head`` as its classifier."""
-    model = copy.deepcopy(body)
-    tl.replace_head(model, head.out_features, head=copy.deepcopy(head))
-    return model
+    def __len__(self) -> int:
+        return len(self.labels)
 
-
-def recipe(
-    model: nn.Module,
-    train: Dataset,
-    stages: list[int] | None,
-    epochs: int,
-    lr: float,
-    seed: int,
-) -> nn.Module:
-    """The reference recipe's phase 2 (chapter 4's fine_tune with the schedule)."""
-    tl.seed_everything(seed)
-    batches = loader(train, seed)
-    ft.fine_tune(
-        model,
-        batches,
-        None,
-        epochs=epochs,
-        lr=lr,
-        decay=RECIPE["decay"],
-        stages=stages,
-        opt=RECIPE["opt"],
-        weight_decay=RECIPE["weight_decay"],
-        bn_stats="fixed",
-        keep_best=False,
-        schedule=RECIPE["schedule"],
-        warmup_steps=max(1, round(RECIPE["warmup"] * epochs * len(batches))),
-        device=DEVICE,
-        progress=False,
-    )
-    return model.eval()
+    def __getitem__(self, i: int):
+        return self.normalize(self.images[i].float() / 255), self.labels[i]
 
 
 @dataclasses.dataclass
@@ -204,255 +218,173 @@ class Context:
         return self.memo[name]
 
     def wanted(self, arm: str) -> bool:
-        return self.only in arm
+        return any(part in arm for part in self.only.split(","))
 
 
-# ----------------------------------------------------------------------------- chapter 3
-def ch3_cell(ctx: Context, name: str) -> dict[str, Any]:
+def cell(ctx: Context, name: str) -> dict[str, Any]:
     """Chapter 3's large set of ``name`` at 128 px, the whole validation split, the
-    selection split; ``features(ctx, c)`` computes (or reads) their features."""
+    selection split, and (lazily) features, corrupted images and CKA rows."""
 
     def make() -> dict[str, Any]:
         config = tl.data_config(ctx.lite0)
-        size = CH3["image_size"]
-        cell = cases.load_cell_data(
-            name, config, image_size=size, n_large=CH3["per_class"]
+        per_class = SMOKE.get("per_class", PER_CLASS)
+        c = cases.load_cell_data(name, config, image_size=IMAGE_SIZE, n_large=per_class)
+        eval_tf = tl.create_transform(config, image_size=IMAGE_SIZE)
+        c = dataclasses.replace(
+            c, val=val_split(tl.load_dataset(name, eval_tf, eval_tf).val)
         )
-        eval_tf = tl.create_transform(config, image_size=size)
-        whole_val = tl.load_dataset(name, eval_tf, eval_tf).val
-        cell = dataclasses.replace(cell, val=val_split(whole_val, SMOKE_VAL))
-        y = np.asarray(tl.targets_of(cell.large))
-        fit, held = cases.selection_split(cell, y, "large")
-        return {
-            "name": f"ch3 {name}",
-            "cell": cell,
-            "fit": fit,
-            "held": held,
-            "data": f"{digest(cell.large)}/{digest(cell.val)}",
-        }
+        y = np.asarray(tl.targets_of(c.large))
+        fit, held = cases.selection_split(c, y, "large")
+        return {"name": name, "cell": c, "fit": fit, "held": held, "config": config,
+                "data": f"{digest(c.large)}/{digest(c.val)}"}  # fmt: skip
 
-    return ctx.once(f"ch3 {name} data", make)
+    return ctx.once(f"{name} data", make)
 
 
 def features(ctx: Context, c: dict[str, Any]) -> dict[str, Any]:
-    """Pooled features of every stage of ``c``'s cell (cached on disk by tlutils)."""
-    cell = c["cell"]
+    """Pooled features of every stage of the cell (cached on disk by tlutils)."""
     return ctx.once(
         f"{c['name']} features",
-        lambda: cases.cell_stage_features(ctx.lite0, cell, device=DEVICE),
+        lambda: cases.cell_stage_features(ctx.lite0, c["cell"], device=DEVICE),
     )
 
 
-def ch3_settings(name: str, arm: str, data: str) -> dict[str, Any]:
-    settings = {"chapter": 3, "dataset": name, **CH3, "data": data, "arm": arm}
-    if arm in CH3_GRIDS:
-        return {**settings, **RECIPE}
-    del settings["epochs"]  # a probe has none
+def corrupted(ctx: Context, c: dict[str, Any]) -> Corrupted:
+    """The cell's validation images under chapter 4's corruptions."""
+
+    def make() -> Corrupted:
+        eval_tf = tl.create_transform(c["config"], image_size=IMAGE_SIZE)
+        raw_tf = type(eval_tf)(eval_tf.transforms[:-1])  # no Normalize
+        raw = val_split(tl.load_dataset(c["name"], raw_tf, raw_tf).val)
+        assert tl.targets_of(raw) == tl.targets_of(c["cell"].val)  # same images
+        return Corrupted(raw, eval_tf.transforms[-1], SEVERITY)
+
+    return ctx.once(f"{c['name']} corrupted validation images", make)
+
+
+def cka_rows(c: dict[str, Any]) -> np.ndarray:
+    return np.arange(0, len(c["cell"].val), CKA_EVERY)
+
+
+def augmented(c: dict[str, Any], recipe: Recipe, rows: np.ndarray | None = None):
+    """The cell's large set with the recipe's augmentation (rows of it, or all)."""
+    tf = recipe.train_transform(c["config"], IMAGE_SIZE)
+    train = tl.load_dataset(c["name"], tf).train
+    indices = c["cell"].large.indices
+    if rows is not None:
+        indices = [indices[r] for r in rows]
+    return Subset(train, indices)
+
+
+def settings_of(arm: Arm, c: dict[str, Any]) -> dict[str, Any]:
+    settings = {"arm": arm.name, "dataset": arm.dataset, "image_size": IMAGE_SIZE,
+                "per_class": PER_CLASS, "data": c["data"], **SMOKE}  # fmt: skip
+    if arm.recipe is not None:
+        recipe = arm.recipe.replace(epochs=SMOKE.get("epochs", arm.recipe.epochs))
+        settings["recipe"] = recipe.settings()
+    if arm.ood:
+        settings["ood"] = f"severity {SEVERITY}"
     return settings
 
 
-def ch3_probes(ctx: Context, name: str) -> None:
-    """Linear probe (final features) and the cut chosen on training images."""
-    fields = {"chapter": 3, "case": CH3_DATA[name], "dataset": name}
-    c = ch3_cell(ctx, name)
-    for arm in ("linear_probe", "cut_probe"):
-        if not ctx.wanted(f"ch3/{name}/{arm}"):
-            continue
-
-        def work(arm: str = arm) -> dict[str, Any]:
-            f = features(ctx, c)
-            y = f["train_y"]
-            stage, scores = 8, {}
-            if arm == "cut_probe":
-                stage, scores = cases.choose_stage(f["train"], y, c["fit"], c["held"])
-            probe = fit_probe(f["train"][stage], y)
-            right = probe.predict(np.asarray(f["val"][stage])) == f["val_y"]
-            return {
-                "correct": right,
-                "stage": stage,
-                "probe_C": float(probe[-1].C),
-                "stage_scores": {str(s): v for s, v in scores.items()},
-            }
-
-        ctx.runner.run(
-            f"ch3/{name}/{arm}", ch3_settings(name, arm, c["data"]), 0, work, **fields
+def probe_work(ctx: Context, arm: Arm, c: dict[str, Any]) -> dict[str, Any]:
+    """A probe arm: the final features' probe, or the cut chosen on the selection split."""
+    f = features(ctx, c)
+    y, stage, scores = f["train_y"], tl.stages.NUM_STAGES - 1, {}
+    if arm.cut:
+        choice = choose_stage(f["train"], y, held_out=(c["fit"], c["held"]))
+        stage, scores = choice.stage, choice.scores
+    probe = fit_probe(f["train"][stage], y)
+    out = {
+        "correct": probe.predict(np.asarray(f["val"][stage])) == f["val_y"],
+        "stage": stage,
+        "probe_C": float(probe[-1].C),
+        "stage_scores": {str(s): v for s, v in scores.items()},
+    }
+    if arm.ood:  # the pretrained body on the corrupted images, the probe's head
+        model = copy.deepcopy(ctx.lite0)
+        tl.replace_head(
+            model, len(c["cell"].classes), head=tl.probe.probe_as_linear(probe)
         )
+        out["correct_ood"] = score(model, corrupted(ctx, c))[0]
+        out["cka"] = 1.0
+    return out
 
 
-def ch3_trained(ctx: Context, name: str, arm: str, seeds: tuple[int, ...]) -> None:
-    """Top 3 stages or the whole body, from the probe's head, seeds after the lr trial."""
-    full = f"ch3/{name}/{arm}"
-    if not ctx.wanted(full):
-        return
-    fields = {"chapter": 3, "case": CH3_DATA[name], "dataset": name}
-    c = ch3_cell(ctx, name)
-    stages = cases.top_stages(3) if arm == "top3" else None
-    settings = ch3_settings(name, arm, c["data"])
+def train_arm(
+    ctx: Context, arm: Arm, c: dict[str, Any], lr: float, seed: int,
+    rows: np.ndarray | None = None, on_epoch_end: Callable | None = None,
+) -> nn.Module:  # fmt: skip
+    """The arm's recipe at ``lr`` on the large set (or its ``rows``), from the probe of
+    those rows (or a random head), seeded."""
+    f = features(ctx, c)
+    recipe = arm.recipe.replace(lr=lr, epochs=SMOKE.get("epochs", arm.recipe.epochs))
+    rows_ = np.arange(len(c["cell"].large)) if rows is None else rows
+    head = None
+    if recipe.head == "probe":
+        head = ctx.once(
+            f"{c['name']} probe head on {len(rows_)} rows",
+            lambda: probe_head(f["train"][8][rows_], f["train_y"][rows_]),
+        )
+    model = copy.deepcopy(ctx.lite0)
+    run_recipe(recipe, model, augmented(c, recipe, rows), head=head,
+               num_classes=len(c["cell"].classes), seed=seed, device=DEVICE,
+               on_epoch_end=on_epoch_end, num_workers=0, progress=False)  # fmt: skip
+    return model.eval()
 
-    def head_on(rows: np.ndarray) -> nn.Linear:
-        f = features(ctx, c)
-        return cases.probe_head(f["train"][8][rows], f["train_y"][rows], C=None)
+
+def trained_arm(ctx: Context, arm: Arm, seeds: tuple[int, ...]) -> None:
+    """A trained arm: its rate (trials on the selection split, or fixed), then seeds."""
+    c = cell(ctx, arm.dataset)
+    fields = {"chapter": arm.chapter, "case": CASE[arm.dataset], "dataset": arm.dataset}
+    settings = settings_of(arm, c)
 
     def trial(lr: float) -> dict[str, Any]:
-        cell, fit, held = c["cell"], c["fit"], c["held"]
-        model = with_head(ctx.lite0, head_on(fit))
-        recipe(model, Subset(cell.large_augmented, fit), stages, CH3["epochs"], lr, 0)
-        return {"correct": correct_on(model, Subset(cell.large, held))}
+        model = train_arm(ctx, arm, c, lr, 0, rows=c["fit"])
+        return {"correct": score(model, Subset(c["cell"].large, c["held"]))[0]}
 
-    lr, scores, edge = reference.choose_lr(
-        ctx.runner, full, settings, CH3_GRIDS[arm], trial, **fields
-    )
-    report_lr(full, lr, scores, edge)
-    if lr is None:
-        return
+    if arm.fixed_lr is not None:
+        lr, scores, edge = arm.fixed_lr, {}, False
+    else:
+        lr, scores, edge = reference.choose_lr(
+            ctx.runner, arm.name, settings, arm.grid, trial, **fields
+        )
+        report_lr(arm.name, lr, scores, edge)
+        if lr is None:
+            return
     for seed in seeds:
 
         def work(seed: int = seed) -> dict[str, Any]:
-            cell = c["cell"]
-            rows = np.arange(len(cell.large))
-            head = ctx.once(f"ch3 {name} probe head", lambda: head_on(rows))
-            model = with_head(ctx.lite0, head)
+            pretrained = features(ctx, c)["val"][8][cka_rows(c)]
+            first: dict[str, float] = {}
+
+            def after_epoch(epoch: int, model: nn.Module) -> None:
+                if arm.cka and arm.fixed_lr is not None and epoch == 0:
+                    pooled = score(model, Subset(c["cell"].val, cka_rows(c)))[1]
+                    first["cka_epoch1"] = tl.shift.linear_cka(pooled, pretrained)
+
             start = time.perf_counter()
-            recipe(model, cell.large_augmented, stages, CH3["epochs"], lr, seed)
+            model = train_arm(ctx, arm, c, lr, seed, on_epoch_end=after_epoch)
             took = time.perf_counter() - start
-            return {"correct": correct_on(model, cell.val), "train_seconds": took}
+            right, pooled = score(model, c["cell"].val)
+            out = {"correct": right, "train_seconds": took, **first}
+            if arm.ood:
+                out["correct_ood"] = score(model, corrupted(ctx, c))[0]
+            if arm.cka:
+                out["cka"] = tl.shift.linear_cka(pooled[cka_rows(c)], pretrained)
+            return out
 
         ctx.runner.run(
-            full,
-            {**settings, "lr": lr},
-            seed,
-            work,
-            lr_trials={str(k): v for k, v in scores.items()},
-            lr_at_edge=edge,
+            arm.name, {**settings, "lr": lr}, seed, work,
+            lr_trials={str(k): v for k, v in scores.items()}, lr_at_edge=edge,
             **fields,
-        )
+        )  # fmt: skip
 
 
 def report_lr(arm: str, lr: float | None, scores: dict, edge: bool) -> None:
     tried = ", ".join(f"{k:g}: {v:.3f}" for k, v in sorted(scores.items()))
     note = " (still at the grid's edge)" if edge and lr is not None else ""
     print(f"{arm}: lr {lr if lr is None else f'{lr:g}'}{note}; trials {tried}")
-
-
-# ----------------------------------------------------------------------------- chapter 4
-def ch4_data(ctx: Context) -> dict[str, Any]:
-    """Chapter 4's flowers (160 px, crop 1.0, 80 per class), the clean validation split,
-    the selection split; :func:`ch4_ood` makes the corrupted validation images."""
-
-    def make() -> dict[str, Any]:
-        config = dict(tl.data_config(ctx.lite0), crop_pct=1.0)
-        size = CH4["image_size"]
-        cell = cases.load_cell_data(
-            "flowers", config, image_size=size, n_large=CH4["per_class"]
-        )
-        transform = tl.create_transform(config, image_size=size)
-        whole_val = tl.load_dataset("flowers", transform, transform).val
-        cell = dataclasses.replace(cell, val=val_split(whole_val, SMOKE_VAL))
-        y = np.asarray(tl.targets_of(cell.large))
-        fit, held = cases.selection_split(cell, y, "large")
-        return {
-            "name": "ch4 flowers",
-            "cell": cell,
-            "transform": transform,
-            "fit": fit,
-            "held": held,
-            "data": f"{digest(cell.large)}/{digest(cell.val)}/severity {SEVERITY}",
-        }
-
-    return ctx.once("ch4 data", make)
-
-
-def ch4_ood(ctx: Context, d: dict[str, Any]) -> TensorDataset:
-    """The validation images under chapter 4's corruptions, as its notebook makes them:
-    each image gets one of the five corruptions, each corruption as many images."""
-
-    def make() -> TensorDataset:
-        transform = d["transform"]
-        raw = transforms.Compose(transform.transforms[:-1])  # no Normalize
-        normalize = transform.transforms[-1]
-        raw_val = val_split(tl.load_dataset("flowers", raw, raw).val, SMOKE_VAL)
-        clean = torch.stack([image for image, _ in raw_val])
-        names = list(tl.shift.CORRUPTIONS)
-        order = torch.randperm(len(clean), generator=torch.Generator().manual_seed(0))
-        which = torch.empty(len(clean), dtype=torch.long)
-        which[order] = torch.arange(len(clean)) % len(names)
-        corrupted = clean.clone()
-        for k, name in enumerate(names):
-            picked = which == k
-            corrupted[picked] = tl.shift.corrupt(clean[picked], name, SEVERITY, seed=k)
-        labels = torch.tensor(tl.targets_of(raw_val))
-        assert labels.tolist() == tl.targets_of(d["cell"].val)  # same images, order
-        return TensorDataset(normalize(corrupted), labels)
-
-    return ctx.once("ch4 corrupted validation images", make)
-
-
-def ch4_arms(ctx: Context, seeds: tuple[int, ...], arms: tuple[str, ...]) -> None:
-    """LP (the probe), FT (random head), LP-FT (probe head): ID and OOD."""
-    fields = {"chapter": 4, "dataset": "flowers"}
-    d = ch4_data(ctx)
-
-    def head_on(rows: np.ndarray) -> nn.Linear:
-        f = features(ctx, d)
-        return cases.probe_head(f["train"][8][rows], f["train_y"][rows], C=None)
-
-    def model_for(arm: str, rows: np.ndarray, seed: int) -> nn.Module:
-        if arm == "FT":
-            tl.seed_everything(seed)
-            head = nn.Linear(ctx.lite0.get_classifier().in_features, 5)
-            return with_head(ctx.lite0, head)
-        return with_head(ctx.lite0, head_on(rows))
-
-    for arm in arms:
-        full = f"ch4/{arm}"
-        if not ctx.wanted(full):
-            continue
-        settings = {"chapter": 4, **CH4, "data": d["data"], "arm": arm}
-        if arm == "LP":
-            lr, scores, edge = 0.0, {}, False
-            del settings["epochs"]  # the probe has none
-        else:
-            settings.update(RECIPE, head="probe" if arm == "LP-FT" else "random")
-
-            def trial(lr: float, arm: str = arm) -> dict[str, Any]:
-                cell, fit, held = d["cell"], d["fit"], d["held"]
-                model = model_for(arm, fit, 0)
-                train = Subset(cell.large_augmented, fit)
-                recipe(model, train, None, CH4["epochs"], lr, 0)
-                return {"correct": correct_on(model, Subset(cell.large, held))}
-
-            lr, scores, edge = reference.choose_lr(
-                ctx.runner, full, settings, CH4_GRIDS[arm], trial, **fields
-            )
-            report_lr(full, lr, scores, edge)
-            if lr is None:
-                continue
-        for seed in seeds if arm != "LP" else (0,):
-
-            def work(seed: int = seed, arm: str = arm, lr: float = lr) -> dict:
-                cell = d["cell"]
-                model = model_for(arm, np.arange(len(cell.large)), seed)
-                took = 0.0
-                if arm != "LP":
-                    start = time.perf_counter()
-                    recipe(model, cell.large_augmented, None, CH4["epochs"], lr, seed)
-                    took = time.perf_counter() - start
-                return {
-                    "correct": correct_on(model, cell.val),
-                    "correct_ood": correct_on(model, ch4_ood(ctx, d)),
-                    "train_seconds": took,
-                }
-
-            extra = {"lr": lr} if arm != "LP" else {}
-            ctx.runner.run(
-                full,
-                {**settings, **extra},
-                seed,
-                work,
-                lr_trials={str(k): v for k, v in scores.items()},
-                lr_at_edge=edge,
-                **fields,
-            )
 
 
 # ----------------------------------------------------------------------------- chapter 2
@@ -464,7 +396,7 @@ def ch2_data(ctx: Context, name: str) -> dict[str, Any]:
     def make() -> dict[str, Any]:
         config = tl.data_config(ctx.lite0)
         size = sizes["image_size"]
-        train_tf = tl.create_transform(config, train=True, image_size=size)
+        train_tf = SCRATCH.train_transform(config, size)
         eval_tf = tl.create_transform(config, image_size=size)
         data = tl.load_dataset(name, train_tf, eval_tf)
         plain = tl.load_dataset(name, eval_tf, eval_tf)
@@ -474,18 +406,17 @@ def ch2_data(ctx: Context, name: str) -> dict[str, Any]:
                 data.train, sizes["per_class"], seed=0
             ).indices
         train, plain_train = Subset(data.train, rows), Subset(plain.train, rows)
-        val = val_split(data.val, SMOKE_VAL if name == "eurosat" else None)
+        val = (
+            val_split(data.val)
+            if name == "eurosat"
+            else Subset(data.val, range(len(data.val)))
+        )
         fit, held = tl.stratified_split(
             tl.targets_of(train), val_fraction=1 / 3, seed=0
         )
-        return {
-            "train": train,
-            "plain_train": plain_train,
-            "val": val,
-            "fit": np.asarray(fit),
-            "held": np.asarray(held),
-            "tag": f"{digest(train)}/{digest(val)}",
-        }
+        return {"train": train, "plain_train": plain_train, "val": val,
+                "fit": np.asarray(fit), "held": np.asarray(held),
+                "tag": f"{digest(train)}/{digest(val)}"}  # fmt: skip
 
     return ctx.once(f"ch2 {name} data", make)
 
@@ -511,45 +442,29 @@ def ch2_arms(ctx: Context, name: str, seeds: tuple[int, ...], probes: bool) -> N
             x, y = tl.extract_features(body, train, device=DEVICE, progress=False)
             xv, yv = tl.extract_features(body, val, device=DEVICE, progress=False)
             probe = fit_probe(x, y)
-            return {
-                "correct": probe.predict(xv.numpy()) == yv.numpy(),
-                "probe_C": float(probe[-1].C),
-            }
+            return {"correct": probe.predict(xv.numpy()) == yv.numpy(),
+                    "probe_C": float(probe[-1].C)}  # fmt: skip
 
         settings = {"chapter": 2, "image_size": size, "data": d["tag"], "arm": arm}
         ctx.runner.run(arm, settings, 0, probe_work, **fields)
     arm = f"ch2/{name}/scratch"
     if not ctx.wanted(arm):
         return
-    settings = {"chapter": 2, "dataset": name, "data": d["tag"], "arm": arm}
-    settings.update({k: v for k, v in sizes.items() if k != "probes"})
-    settings.update(RECIPE)
-    settings.update(head="random", bn_stats="update_unfrozen", decay=None)
+    recipe = SCRATCH.replace(epochs=sizes["epochs"])
+    settings = {"chapter": 2, "dataset": name, "data": d["tag"], "arm": arm,
+                "image_size": sizes["image_size"], "per_class": sizes["per_class"],
+                "recipe": recipe.settings()}  # fmt: skip
     n_classes = len(set(tl.targets_of(d["val"])))
 
     def scratch(train: Dataset, lr: float, seed: int) -> nn.Module:
-        tl.seed_everything(seed)
         model = cases.create_strategy_model("scratch", n_classes)
-        batches = loader(train, seed)
-        epochs = sizes["epochs"]
-        tl.fit(
-            model,
-            batches,
-            epochs=epochs,
-            lr=lr,
-            opt=RECIPE["opt"],
-            weight_decay=RECIPE["weight_decay"],
-            schedule=RECIPE["schedule"],
-            warmup_steps=max(1, round(RECIPE["warmup"] * epochs * len(batches))),
-            bn_stats="update_unfrozen",
-            device=DEVICE,
-            progress=False,
-        )
+        run_recipe(recipe.replace(lr=lr), model, train, num_classes=n_classes,
+                   seed=seed, device=DEVICE, num_workers=0, progress=False)  # fmt: skip
         return model.eval()
 
     def trial(lr: float) -> dict[str, Any]:
         model = scratch(Subset(d["train"], d["fit"]), lr, 0)
-        return {"correct": correct_on(model, Subset(d["plain_train"], d["held"]))}
+        return {"correct": score(model, Subset(d["plain_train"], d["held"]))[0]}
 
     lr, scores, edge = reference.choose_lr(
         ctx.runner, arm, settings, CH2_GRID, trial, **fields
@@ -563,35 +478,49 @@ def ch2_arms(ctx: Context, name: str, seeds: tuple[int, ...], probes: bool) -> N
             start = time.perf_counter()
             model = scratch(d["train"], lr, seed)
             took = time.perf_counter() - start
-            return {"correct": correct_on(model, d["val"]), "train_seconds": took}
+            return {"correct": score(model, d["val"])[0], "train_seconds": took}
 
         ctx.runner.run(
-            arm,
-            {**settings, "lr": lr},
-            seed,
-            work,
-            lr_trials={str(k): v for k, v in scores.items()},
-            lr_at_edge=edge,
+            arm, {**settings, "lr": lr}, seed, work,
+            lr_trials={str(k): v for k, v in scores.items()}, lr_at_edge=edge,
             **fields,
-        )
+        )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------- order
 def plan(ctx: Context) -> Iterator[str]:
     """Every step in order: the probes, seed 0 of every arm, then the other seeds."""
-    for name in CH3_DATA:
-        yield f"ch3 {name} probes"
-        ch3_probes(ctx, name)
+    for arm in ARMS:
+        if arm.recipe is None and ctx.wanted(arm.name):
+            yield arm.name
+            c = cell(ctx, arm.dataset)
+            settings = settings_of(arm, c)
+            fields = {"chapter": arm.chapter, "case": CASE[arm.dataset],
+                      "dataset": arm.dataset}  # fmt: skip
+            ctx.runner.run(arm.name, settings, 0, lambda a=arm, c=c: probe_work(ctx, a, c),
+                           **fields)  # fmt: skip
     for seeds in (SEEDS[:1], SEEDS[1:]):
-        for arm in ("whole_body", "top3"):
-            for name in CH3_DATA:
-                yield f"ch3 {name} {arm} seeds {seeds}"
-                ch3_trained(ctx, name, arm, seeds)
-        yield f"ch4 seeds {seeds}"
-        ch4_arms(ctx, seeds, ("LP", "LP-FT", "FT"))
+        for arm in ARMS:
+            if arm.recipe is not None and ctx.wanted(arm.name):
+                yield f"{arm.name} seeds {seeds}"
+                trained_arm(ctx, arm, seeds)
         for name in CH2:
             yield f"ch2 {name} seeds {seeds}"
             ch2_arms(ctx, name, seeds, probes=seeds == SEEDS[:1])
+
+
+def code_digest() -> str:
+    """The digest of the code every result of this script depends on: the recipe's
+    (:func:`tlutils.recipe.code_digest`) and this script's own data, scoring and arms."""
+    extra = [
+        Arm, Corrupted, score, cell, augmented, probe_work, train_arm, trained_arm,
+        ch2_data, ch2_arms, cka_rows, settings_of, val_split,
+        cases.load_cell_data, cases.selection_split, cases.cell_stage_features,
+        tl.features.extract_features, tl.stages.StageFeatures, tl.stages.stage_outputs,
+        tl.shift.corrupt, tl.shift.linear_cka, tl.data.subsample_per_class,
+        tl.data.stratified_split, tl.data.load_dataset,
+    ]  # fmt: skip
+    return recipe_digest(extra)
 
 
 def git_committer(path: Path) -> Callable[[dict[str, Any]], None]:
@@ -609,14 +538,9 @@ def git_committer(path: Path) -> Callable[[dict[str, Any]], None]:
             if not (git / "index.lock").exists() and not any(
                 (git / b).exists() for b in busy
             ):
-                add = subprocess.run(["git", "add", relative], cwd=ROOT)
-                done = add.returncode == 0 and (
-                    subprocess.run(
-                        ["git", "commit", "-q", "-m", message, "--", relative],
-                        cwd=ROOT,
-                    ).returncode
-                    == 0
-                )
+                done = subprocess.run(
+                    ["git", "commit", "-q", "-m", message, "--", relative], cwd=ROOT
+                ).returncode == 0  # fmt: skip
                 if done:
                     return
             time.sleep(10)
@@ -628,7 +552,7 @@ def git_committer(path: Path) -> Callable[[dict[str, Any]], None]:
 PAIRS = [  # (arm A, arm B): the comparisons --table prints by the verdict rule
     *(
         (f"ch3/{name}/{a}", f"ch3/{name}/{b}")
-        for name in CH3_DATA
+        for name in CASE
         for a, b in [
             ("whole_body", "linear_probe"),
             ("whole_body", "cut_probe"),
@@ -637,9 +561,13 @@ PAIRS = [  # (arm A, arm B): the comparisons --table prints by the verdict rule
             ("cut_probe", "linear_probe"),
         ]
     ),
-    ("ch4/LP-FT", "ch4/LP"),
-    ("ch4/FT", "ch4/LP"),
-    ("ch4/LP-FT", "ch4/FT"),
+    ("ch3/eurosat/top3", "ch3/eurosat/reinit_top3"),
+    ("ch3/eurosat/first2", "ch3/eurosat/linear_probe"),
+    ("ch3/eurosat/whole_body", "ch3/eurosat/first2"),
+    ("ch3/eurosat/whole_body", "ch4/eurosat/FT"),
+    ("ch4/eurosat/FT", "ch4/eurosat/FT_no_lr_warmup"),
+    ("ch4/eurosat/FT", "ch3/eurosat/linear_probe"),
+    ("ch4/eurosat/warm_large_lr", "ch4/eurosat/cold_large_lr"),
     ("ch2/hymenoptera/probe_96", "ch2/hymenoptera/scratch"),
     ("ch2/hymenoptera/probe_224", "ch2/hymenoptera/scratch"),
     ("ch2/eurosat/probe_128", "ch2/eurosat/scratch"),
@@ -658,7 +586,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     print("machines:", ", ".join(sorted(set(table["machine"]))))
     ood = reference.summary(rows, "correct_ood")
     if len(ood):
-        print("\nchapter 4, corrupted validation images (OOD):")
+        print("\ncorrupted validation images (OOD):")
         print(ood[["arm", "runs", "accuracy", "95% interval"]].round(4).to_string())
     print("\nverdicts (the course's rule):")
     for arm, base in PAIRS:
@@ -675,7 +603,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=Path, default=RESULTS)
-    parser.add_argument("--only", default="", help="arms whose name contains this")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="arms whose name contains this (or, comma-separated, any of these)",
+    )
     parser.add_argument("--list", action="store_true", help="show done and left")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--commit", action="store_true", help="git-commit each run")
@@ -688,6 +620,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         smoke()
     torch.set_num_threads(args.threads)
+    code = code_digest()
     provenance = {"commit": reference.git_commit(ROOT), "machine": reference.machine()}
     runner = reference.Runner(
         args.results,
@@ -695,9 +628,10 @@ def main(argv: list[str] | None = None) -> int:
         dry=args.list,
         on_append=git_committer(args.results.resolve()) if args.commit else None,
         log=lambda text: print(text, flush=True),
+        code=code,
     )
     ctx = Context(runner, args.only)
-    print(f"{len(runner.done)} runs in {args.results}", flush=True)
+    print(f"{len(runner.done)} runs in {args.results}; code {code}")
     for step in plan(ctx):
         print(f"== {step}", flush=True)
     if args.list:

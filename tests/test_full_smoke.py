@@ -10,11 +10,11 @@ folder like nbval, with two settings for its kernel only:
   class, and trains one batch per epoch (:mod:`tlutils.smoke`); only this test sets it;
 * its lists of seeds or draws (``TRAIN_SEEDS = [0, 1, 2]``, :data:`SEED_LIST`) keep their
   first element: every seed runs the same code;
-* ``PYTHONOPTIMIZE=1``: the kernel compiles every cell without its ``assert`` statements.
-  The notebooks assert their chapter's accuracies and verdicts, which mean nothing on a few
-  images; this test checks that the code runs, not what it measures. Dropping the asserts
-  (rather than skipping tagged cells) keeps every other line of every cell, including the
-  ``glue`` calls of the check cells, and needs no list of which cells check.
+Assertions stay on. A notebook asserts two kinds of things: what holds at any size (the
+same outputs after loading, the same images in the same order, verdicts read from the
+committed reference results), which must hold here too, and the claims of its quick run,
+which it guards with ``if not FULL:`` since a full-size run may measure otherwise (and a
+few images under the cap certainly do).
 
 A notebook with no full-size variant is listed in :data:`NO_FULL`; every other notebook
 must have exactly one line ``FULL = False`` (a comment after it is allowed). The features
@@ -75,7 +75,6 @@ def run_full(path: Path, cache: Path, cap: int = CAP) -> float:
     env = {
         **os.environ,
         "TLUTILS_SMOKE_CAP": str(cap),
-        "PYTHONOPTIMIZE": "1",
         "TLUTILS_CACHE": str(cache),
     }
     client = NotebookClient(

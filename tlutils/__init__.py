@@ -1,12 +1,18 @@
 """tlutils: the helper package of the course book *Transfer Learning with PyTorch*.
 
 Each module holds one idea; every function's docstring names the chapter that teaches it.
+Modules and names load on first use (``tl.fit`` imports :mod:`tlutils.train`).
 
 * :mod:`tlutils.models`: pretrained models (offline EfficientNet-Lite0), heads, freezing.
 * :mod:`tlutils.data`: the course datasets, offline mirror, splits, transforms, loaders.
 * :mod:`tlutils.train`: the one training loop (``fit``), optimisers, evaluation, device, seeding.
 * :mod:`tlutils.stages`: one numbering of the stages of a network (0 = stem ... 8 = head conv).
-* :mod:`tlutils.features`: frozen-backbone features, extracted once and cached; linear probes.
+* :mod:`tlutils.features`: frozen-backbone features, extracted once and cached.
+* :mod:`tlutils.probe`: the linear probe, its penalty and the stage choice: one definition.
+* :mod:`tlutils.recipe`: the one fine-tuning recipe, a value, and the function that runs it.
+* :mod:`tlutils.rates`: the one learning-rate chooser, on held-out training images.
+* :mod:`tlutils.verdict`: the one verdict rule: a paired interval over runs and images.
+* :mod:`tlutils.cache`: files written in one step, and digests of their inputs.
 * :mod:`tlutils.plot`: image grids, training curves, confusion matrices.
 * :mod:`tlutils.layers`: what the layers see: filters, feature maps, 2-D maps of features (chapter 2).
 * :mod:`tlutils.cases`: the four cases: the rule and the model of each strategy (chapter 3).
@@ -24,73 +30,107 @@ Each module holds one idea; every function's docstring names the chapter that te
 * :mod:`tlutils.checks`: self-checks for the hands-on exercises.
 """
 
-from . import (
-    cases,
-    checkpoint,
-    checks,
-    cli,
-    diagnosis,
-    finetune,
-    inference,
-    layers,
-    project,
-    reference,
-    rule,
-    shift,
-    smoke,
-    stages,
+_SUBMODULES = (
+    "book",
+    "cache",
+    "cases",
+    "checkpoint",
+    "checks",
+    "cli",
+    "data",
+    "diagnosis",
+    "features",
+    "finetune",
+    "inference",
+    "layers",
+    "models",
+    "plot",
+    "probe",
+    "project",
+    "rates",
+    "recipe",
+    "reference",
+    "rule",
+    "shift",
+    "smoke",
+    "stages",
+    "train",
+    "verdict",
 )
-from .book import glue
-from .checkpoint import export_model, load_exported, load_model, save_model
-from .data import (
-    DATASETS,
-    ImageFolder,
-    classes_of,
-    create_loader,
-    create_transform,
-    dataset_dir,
-    is_split_folder,
-    load_dataset,
-    load_image_folder,
-    load_rgb,
-    stratified_split,
-    subsample_per_class,
-    targets_of,
-    verify_mirror,
-)
-from .diagnosis import diagnose, scan_folder
-from .features import (
-    extract_features,
-    feature_extractor,
-    features_dataset,
-    linear_probe_accuracy,
-    stage_features,
-)
-from .inference import evaluate_folder, predict_images
-from .models import (
-    DEFAULT_MODEL,
-    count_parameters,
-    create_model,
-    data_config,
-    freeze,
-    get_head,
-    imagenet_classes,
-    lite0_state_dict,
-    replace_head,
-    set_batchnorm_eval,
-    unfreeze,
-)
-from .plot import plot_confusion_matrix, plot_history, plot_runs, show_images
-from .project import train_folder
-from .train import (
-    History,
-    create_optimizer,
-    evaluate,
-    fit,
-    get_device,
-    predict,
-    seed_everything,
-)
+"""The modules, imported on first use: ``import tlutils`` itself loads no torch, so that
+``tlutils --help`` answers at once."""
+
+_ATTRIBUTES = {
+    "glue": "book",
+    "export_model": "checkpoint",
+    "load_exported": "checkpoint",
+    "load_model": "checkpoint",
+    "save_model": "checkpoint",
+    "DATASETS": "data",
+    "ImageFolder": "data",
+    "classes_of": "data",
+    "create_loader": "data",
+    "create_transform": "data",
+    "dataset_dir": "data",
+    "is_split_folder": "data",
+    "load_dataset": "data",
+    "load_image_folder": "data",
+    "load_rgb": "data",
+    "stratified_split": "data",
+    "subsample_per_class": "data",
+    "targets_of": "data",
+    "verify_mirror": "data",
+    "diagnose": "diagnosis",
+    "scan_folder": "diagnosis",
+    "extract_features": "features",
+    "feature_extractor": "features",
+    "features_dataset": "features",
+    "stage_features": "features",
+    "evaluate_folder": "inference",
+    "predict_images": "inference",
+    "DEFAULT_MODEL": "models",
+    "count_parameters": "models",
+    "create_model": "models",
+    "data_config": "models",
+    "freeze": "models",
+    "get_head": "models",
+    "imagenet_classes": "models",
+    "lite0_state_dict": "models",
+    "replace_head": "models",
+    "set_batchnorm_eval": "models",
+    "unfreeze": "models",
+    "plot_confusion_matrix": "plot",
+    "plot_history": "plot",
+    "plot_runs": "plot",
+    "show_images": "plot",
+    "linear_probe_accuracy": "probe",
+    "train_folder": "project",
+    "History": "train",
+    "create_optimizer": "train",
+    "evaluate": "train",
+    "fit": "train",
+    "get_device": "train",
+    "predict": "train",
+    "seed_everything": "train",
+}
+"""Public names and the module that defines each."""
+
+
+def __getattr__(name: str):
+    """Import a module or a public name on first use (PEP 562)."""
+    import importlib
+
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _ATTRIBUTES:
+        module = importlib.import_module(f".{_ATTRIBUTES[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module 'tlutils' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SUBMODULES, *_ATTRIBUTES})
+
 
 __version__ = "0.1.0"
 
@@ -113,6 +153,7 @@ __all__ = [
     "checks",
     "finetune",
     "layers",
+    "probe",
     "reference",
     "shift",
     "smoke",

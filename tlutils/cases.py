@@ -19,10 +19,7 @@ features of every stage in one cached pass, so frozen strategies cost one forwar
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +31,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from .cache import atomic_write_text, digest
 from .data import (
     cache_dir,
     create_transform,
@@ -41,7 +39,7 @@ from .data import (
     stratified_split,
     subsample_per_class,
 )
-from .features import extract_features, linear_probe_accuracy, stage_features
+from .features import extract_features, stage_features
 from .models import create_model, freeze, replace_head
 from .rule import (
     SMALL_MAX_PER_CLASS,
@@ -58,6 +56,7 @@ from .stages import (
     stage_channels,
     stage_outputs,
 )
+from .train import model_device
 
 __all__ = [
     "Strategy",
@@ -78,8 +77,6 @@ __all__ = [
     "UPSAMPLED_SIZE",
     "N_RESIZED",
     "MAP_STAGES",
-    "choose_stage",
-    "probe_head",
     "top_stages",
     "FINE_TUNE_DECAY",
     "train_top",
@@ -428,7 +425,9 @@ def cell_stage_features(
         shapes = [
             m.shape[1:]
             for m in stage_outputs(
-                backbone.model, torch.zeros(1, 3, size, size), sorted(map_stages)
+                backbone.model,
+                torch.zeros(1, 3, size, size, device=model_device(backbone.model)),
+                sorted(map_stages),
             )
         ]
     channels = stage_channels(model)
@@ -448,47 +447,6 @@ def cell_stage_features(
         }
         out[f"{split}_y"] = np.asarray(labels)
     return out
-
-
-def choose_stage(
-    features: dict[int, torch.Tensor] | list[torch.Tensor],
-    labels: np.ndarray,
-    fit: np.ndarray,
-    held: np.ndarray,
-    stages: Sequence[int] = range(NUM_STAGES),
-) -> tuple[int, dict[int, float]]:
-    """The cut stage whose linear probe scores best on held-out *training* rows (chapter 3).
-
-    ``features[s]`` are the pooled features of stage ``s`` of the training set; a probe
-    fits on rows ``fit`` and is scored on rows ``held`` (:func:`selection_split`). The
-    validation set is never seen, so it can report the chosen stage's accuracy without
-    bias. Returns the chosen stage (ties go to the later stage) and every stage's score.
-    """
-    y = np.asarray(labels)
-    scores = {
-        s: linear_probe_accuracy(features[s][fit], y[fit], features[s][held], y[held])
-        for s in stages
-    }
-    best = max(scores, key=lambda s: (scores[s], s))
-    return best, scores
-
-
-def probe_head(
-    features: torch.Tensor | np.ndarray,
-    labels: np.ndarray,
-    C: float | None = None,
-) -> nn.Linear:
-    """The linear probe as a PyTorch layer: the warm-up of the recipe's head (chapter 3).
-
-    Fits the probe of :func:`tlutils.features.fit_probe` (standardised features, L2
-    penalty ``C``, chosen on these training features when ``None``) and folds the
-    standardisation into an ``nn.Linear``, so the layer's predictions are the probe's. A
-    fine-tune that starts from it starts from the probe (linear probing, then fine-tuning).
-    """
-    from .features import fit_probe, probe_as_linear
-
-    x = np.asarray(features, dtype=np.float64)
-    return probe_as_linear(fit_probe(x, np.asarray(labels), C))
 
 
 def top_stages(k: int) -> list[int]:
@@ -657,45 +615,15 @@ def fine_tune_score(
     top = train_top(*args, device=device, **settings)
     seconds = time.perf_counter() - start
     correct = top_correct(top, *score, device=device)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            bits = "".join("1" if c else "0" for c in correct)
-            record = {"accuracy": float(correct.mean()), "seconds": seconds}
-            json.dump({**record, "correct": bits}, f)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)  # only left if the write failed
+    bits = "".join("1" if c else "0" for c in correct)
+    record = {"accuracy": float(correct.mean()), "seconds": seconds, "correct": bits}
+    atomic_write_text(path, json.dumps(record))
     return correct, seconds
 
 
 def _run_key(*parts: Any) -> str:
-    """A digest of tensors, arrays, modules' weights, settings and the training code."""
-    digest = hashlib.sha256(torch.__version__.encode())
-    here = Path(__file__).parent
-    for module in ("cases", "finetune", "train", "stages", "models"):
-        digest.update((here / f"{module}.py").read_bytes())
+    """A digest of the training code (:func:`tlutils.recipe.code_digest`), torch's
+    version and the run's tensors, weights and settings (:func:`tlutils.cache.digest`)."""
+    from .recipe import code_digest
 
-    def add(part: Any) -> None:
-        if isinstance(part, nn.Module):
-            for name, value in part.state_dict().items():
-                digest.update(name.encode())
-                add(value)
-        elif isinstance(part, (torch.Tensor, np.ndarray)):
-            array = torch.as_tensor(part).detach().cpu().contiguous()
-            digest.update(f"{array.dtype}{tuple(array.shape)}".encode())
-            digest.update(array.view(-1).view(torch.uint8).numpy().tobytes())
-        elif isinstance(part, (tuple, list)):
-            digest.update(b"[")
-            for item in part:
-                add(item)
-            digest.update(b"]")
-        elif isinstance(part, dict):
-            add(sorted(part.items()))
-        else:
-            digest.update(repr(part).encode())
-
-    for part in parts:
-        add(part)
-    return digest.hexdigest()[:32]
+    return digest(torch.__version__, code_digest([train_top]), *parts)

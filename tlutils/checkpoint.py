@@ -12,10 +12,9 @@ PyTorch alone.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cache import atomic_write
 from .data import create_transform
 from .models import create_model, data_config
 from .stages import body_to_stage, stage_channels
@@ -64,8 +64,6 @@ class CutModel(nn.Module):
         head: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        import copy
-
         model = copy.deepcopy(model)
         self.cut_stage = int(stage)
         self.body = body_to_stage(model, self.cut_stage)
@@ -131,16 +129,12 @@ def trained_model(
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    """Write ``obj`` to a temporary file, check that it loads back, then rename it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        torch.load(tmp, map_location="cpu", weights_only=True)  # it reads back, safely
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    """Write ``obj`` with ``torch.save`` in one step, checked to load back safely."""
+
+    def check(tmp: str) -> None:
+        torch.load(tmp, map_location="cpu", weights_only=True)
+
+    atomic_write(path, lambda tmp: torch.save(obj, tmp), check)
 
 
 def save_model(trained: TrainedModel, path: str | Path) -> Path:
@@ -229,21 +223,15 @@ def export_model(trained: TrainedModel, path: str | Path) -> Path:
     Class names and preprocessing go into the file's extra files as JSON.
     """
     size = trained.preprocessing["image_size"]
-    model = trained.model.eval().cpu()
+    model = copy.deepcopy(trained.model).cpu().eval()  # the caller's model stays put
     example = torch.zeros(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1)
     program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
     meta = json.dumps({"classes": trained.classes, **trained.preprocessing})
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".pt2")
-    os.close(fd)
-    try:
-        torch.export.save(program, tmp, extra_files={"tlutils.json": meta})
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    return path
+    return atomic_write(
+        path,
+        lambda tmp: torch.export.save(program, tmp, extra_files={"tlutils.json": meta}),
+    )
 
 
 def load_exported(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:

@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+
+from .rule import TRAIN_STRATEGIES
 
 __all__ = ["main"]
 
@@ -81,12 +81,13 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--report", help="also write the markdown report to this file")
     t = sub.add_parser(
         "train",
-        help="train from the diagnosis's probe, save a model",
-        description="Phase 1: the diagnosis's probe (the chosen stage's) becomes the "
-        "head (features from the cache). Phase 2 (fine_tune): the network under it (the "
-        "whole body, or the body cut after the chosen stage) is fine-tuned, the round "
-        "with the lowest validation loss kept if the verdict rule finds it at least as "
-        "good as the probe on the validation images; otherwise the probe is saved.",
+        help="train from the diagnosis's probe with the recipe, save a model",
+        description="Diagnose the folder, then train what its case calls for: the "
+        "probe itself (cases 1-2), or (cases 3-4) the course's recipe on the whole "
+        "body from the final probe and on the body cut after the chosen stage, at "
+        "learning rates chosen on held-out training images; the fine-tune is saved "
+        "only if the verdict rule finds it at least as good as the probe on the "
+        "validation images, otherwise the probe is.",
         parents=common,
         formatter_class=fmt,
     )
@@ -94,36 +95,23 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="checkpoint file to write (model.pt)")
     t.add_argument(
         "--strategy",
-        choices=["auto", "linear_probe", "cut_probe", "fine_tune"],
+        choices=["auto", *TRAIN_STRATEGIES],
         default="auto",
         help="auto: what the diagnosis recommends for the folder's case",
     )
     t.add_argument("--image-size", type=int, default=160, help="input size in pixels")
     t.add_argument(
-        "--fine-tune-epochs",
+        "--epochs",
         type=int,
         default=3,
-        help="fine-tuning rounds (an epoch each, or 10 steps on a small folder; more "
-        "if --min-steps needs them, fewer if --patience stops early). 3 epochs is "
-        "chapter 3's reference budget",
-    )
-    t.add_argument(
-        "--min-steps",
-        type=int,
-        default=50,
-        help="fewest optimiser steps of fine-tuning, however small the folder",
+        help="epochs of fine-tuning (chapter 3's reference budget: 3)",
     )
     t.add_argument(
         "--lr",
         type=float,
-        default=1e-4,
-        help="learning rate of the fine-tuning phase (the probe needs none)",
-    )
-    t.add_argument(
-        "--patience",
-        type=int,
-        default=2,
-        help="stop after this many rounds without a lower validation loss",
+        default=None,
+        help="learning rate of fine-tuning (default: chosen on held-out training "
+        "images from 1e-4 and 3e-4, widened by one step if the best is at an edge)",
     )
     t.add_argument(
         "--class-weighted",
@@ -169,11 +157,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def _write_text(path: str | Path, text: str) -> None:
     """Write a text file atomically."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from .cache import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def _write_csv(path: str | Path, header: list[str], rows: list[list]) -> None:
@@ -205,25 +191,22 @@ def _train(args: argparse.Namespace) -> None:
     from .diagnosis import diagnose
     from .project import train_folder
 
-    strategy = args.strategy
-    if strategy == "auto":
-        found = diagnose(
-            args.folder,
-            image_size=args.image_size,
-            seed=args.seed,
-            device=args.device,
-            progress=not args.quiet,
-        )
-        strategy = found.train_strategy
-        print(f"diagnosis: case {found.recommendation.case}, training {strategy}")
+    found = diagnose(
+        args.folder,
+        image_size=args.image_size,
+        seed=args.seed,
+        device=args.device,
+        progress=not args.quiet,
+    )
+    strategy = found.train_strategy if args.strategy == "auto" else args.strategy
+    print(f"diagnosis: case {found.recommendation.case}, training {strategy}")
     trained = train_folder(
         args.folder,
         strategy=strategy,
         image_size=args.image_size,
-        fine_tune_epochs=args.fine_tune_epochs,
-        min_steps=args.min_steps,
+        diagnosis=found,
+        epochs=args.epochs,
         lr=args.lr,
-        patience=args.patience,
         class_weighted=args.class_weighted,
         batch_size=args.batch_size or 32,
         seed=args.seed,

@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import platform
-import tempfile
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -27,29 +26,29 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, recall_score
-from sklearn.model_selection import StratifiedKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from . import smoke
+from .cache import atomic_write_text
 from .data import (
+    DatasetSplits,
     cache_dir,
     create_transform,
+    image_files,
     is_image_file,
     is_split_folder,
     load_image_folder,
     targets_of,
 )
-from .features import PROBE_CS, fit_probe, stage_features
+from .features import stage_features
 from .models import create_model, data_config, imagenet_classes, replace_head
+from .probe import StageChoice, choose_stage, fit_probe
 from .rule import Recommendation, recommend_case
-from .stages import STAGE_NAMES
-from .train import get_device
+from .stages import NUM_STAGES, STAGE_NAMES
+from .train import amp_dtype, get_device, step_seconds
 from .verdict import Verdict, compare
 
-__all__ = ["FolderScan", "scan_folder", "Diagnosis", "diagnose", "choose_stage"]
+__all__ = ["FolderScan", "scan_folder", "FolderFeatures", "Diagnosis", "diagnose"]
 
 SMALL_SIDE = 64
 """Images whose shorter side has fewer pixels than this are reported as very small."""
@@ -110,12 +109,11 @@ def scan_folder(folder: str | Path) -> FolderScan:
         counts[part or "all"] = {}
         for name in classes:
             n = 0
-            for file in sorted(p for p in (base / name).rglob("*") if p.is_file()):
+            everything = [p for p in (base / name).rglob("*") if p.is_file()]
+            ignored += sum(not is_image_file(p.name) for p in everything)
+            for file in image_files(base / name):
                 if n == smoke.cap():  # the FULL smoke test: the files training keeps
                     break
-                if not is_image_file(file.name):
-                    ignored += 1
-                    continue
                 seen = _inspect(file)
                 if seen is None:
                     unreadable.append(str(file))
@@ -141,8 +139,26 @@ def scan_folder(folder: str | Path) -> FolderScan:
 
 
 @dataclass
+class FolderFeatures:
+    """The pooled features of every stage of the pretrained body for a folder's training
+    and validation images, with their labels (chapter 5): what ``diagnose`` measured
+    and ``train_folder`` starts from."""
+
+    train: dict[int, torch.Tensor]
+    train_labels: np.ndarray
+    val: dict[int, torch.Tensor]
+    val_labels: np.ndarray
+
+
+@dataclass
 class Diagnosis:
-    """Measurements of a folder and the recommendation made from them (chapter 5)."""
+    """Measurements of a folder and the recommendation made from them (chapter 5).
+
+    Besides the numbers of the report, it carries what was measured, so that
+    :func:`tlutils.train_folder` starts from it instead of measuring again: the split
+    (``data``), the features (``features``), the stage choice (``choice``: each stage's
+    out-of-fold correctness and penalty ``C``) and the pretrained model.
+    """
 
     scan: FolderScan
     image_size: int
@@ -163,6 +179,20 @@ class Diagnosis:
     # stage is not the final one, so that the trained model is the probe measured here
     seconds_per_epoch: float  # estimated fine-tuning time of one epoch here
     device: str
+    seed: int = 0
+    classes: list[str] = field(default_factory=list)
+    data: DatasetSplits | None = field(default=None, repr=False)
+    features: FolderFeatures | None = field(default=None, repr=False)
+    choice: StageChoice | None = field(default=None, repr=False)
+    model: torch.nn.Module | None = field(default=None, repr=False)
+    seconds: float = 0.0  # how long the diagnosis took
+
+    def probe(self, stage: int | None = None):
+        """The fitted probe of ``stage`` (default: the chosen one) on the training
+        features, with the penalty chosen for it (chapter 5)."""
+        stage = self.best_stage if stage is None else stage
+        train = self.features.train[stage]
+        return fit_probe(train, self.features.train_labels, C=self.choice.Cs[stage])
 
     def report(self) -> str:
         """A short markdown report of the measurements and the recommendation (chapter 5)."""
@@ -171,85 +201,6 @@ class Diagnosis:
     def plot(self):
         """The stage curve and the class counts, side by side (chapter 5)."""
         return _plot(self)
-
-
-def _probe(C: float):
-    """Chapter 2's standardised logistic regression with penalty ``C``, and a looser
-    tolerance (1e-3) than scikit-learn's default: on 300 flower photos the stage accuracies
-    moved by an image or two, and the fits of the cross-validation ran more than four times
-    faster."""
-    return make_pipeline(
-        StandardScaler(), LogisticRegression(C=C, max_iter=1000, tol=1e-3)
-    )
-
-
-def _stage_correct(
-    feats: dict[int, torch.Tensor], y: np.ndarray, seed: int
-) -> tuple[np.ndarray, list[float]]:
-    """Which training images each stage's probe gets right, out of fold: ``[stages,
-    images]``, and each stage's penalty ``C``.
-
-    Stratified k-fold cross-validation on the training part (up to 3 folds), so every
-    training image is scored once and the validation part is never looked at. Each stage
-    gets the ``C`` (of :data:`tlutils.features.PROBE_CS`) under which its probe scores
-    best out of fold, so that stages of 16 and 1280 features are compared at their own
-    best regularisation, not at one that suits only some of them.
-    """
-    smallest = min(Counter(y.tolist()).values())
-    if smallest < 2:
-        raise ValueError(
-            "Every class needs at least 2 training images to diagnose the folder; add "
-            "images to the smallest class."
-        )
-    folds = list(
-        StratifiedKFold(min(3, smallest), shuffle=True, random_state=seed).split(y, y)
-    )
-    correct = np.zeros((len(feats), len(y)), dtype=bool)
-    chosen = []
-    for k, stage in enumerate(sorted(feats)):
-        x = feats[stage].numpy()
-        best = None
-        for C in PROBE_CS:
-            right = np.zeros(len(y), dtype=bool)
-            for inner, held in folds:
-                probe = _probe(C).fit(x[inner], y[inner])
-                right[held] = probe.predict(x[held]) == y[held]
-            if best is None or right.sum() > best[1].sum():  # ties: the smaller C
-                best = (C, right)
-        chosen.append(float(best[0]))
-        correct[k] = best[1]
-    return correct, chosen
-
-
-def choose_stage(
-    feats: dict[int, torch.Tensor], y: np.ndarray, seed: int = 0
-) -> tuple[int, np.ndarray, list[float]]:
-    """The stage whose probe scores best out of fold on the *training* images (chapter 5):
-    ``(stage, correct [stages, images], C per stage)``. Ties go to the deeper stage. The
-    diagnosis and :func:`tlutils.train_folder` both choose with it; the last choice is
-    kept, so that training right after a diagnosis does not fit the probes again."""
-    key = _digest(feats, y, seed)
-    if key not in _CHOSEN:  # diagnose, then train_folder, choose on the same features
-        correct, Cs = _stage_correct(feats, y, seed)
-        curve = correct.sum(1)
-        best = len(curve) - 1 - int(np.argmax(curve[::-1]))  # ties: the deeper stage
-        _CHOSEN.clear()
-        _CHOSEN[key] = best, correct, Cs
-    best, correct, Cs = _CHOSEN[key]
-    return best, correct.copy(), list(Cs)
-
-
-_CHOSEN: dict[str, tuple[int, np.ndarray, list[float]]] = {}
-"""The last choice of :func:`choose_stage`, by a digest of its inputs."""
-
-
-def _digest(feats: dict[int, torch.Tensor], y: np.ndarray, seed: int) -> str:
-    """SHA-256 of the features, labels and seed: equal only for the same inputs."""
-    h = hashlib.sha256(f"{seed} {sorted(feats)}".encode())
-    for stage in sorted(feats):
-        h.update(feats[stage].detach().cpu().contiguous().numpy().tobytes())
-    h.update(np.ascontiguousarray(y).tobytes())
-    return h.hexdigest()
 
 
 def _imagenet_head(model, final: torch.Tensor, y: np.ndarray, classes: list[str]):
@@ -296,12 +247,13 @@ def _similarity(
     )
 
 
-def _step_seconds(model, image_size: int, batch: int, device, steps: int = 1) -> float:
-    """Seconds of one training step of ``batch`` random images, timed after a first,
-    untimed step; measured once per machine, model and size, then read from the cache."""
+def _step_seconds(model, image_size: int, batch: int, device) -> float:
+    """Seconds of one training step (:func:`tlutils.train.step_seconds`), measured once
+    per machine, model, size and float type, then read from the cache."""
     key = (
-        f"{type(model).__name__}|{image_size}|{batch}|{device.type}|{torch.__version__}|"
-        f"{platform.machine()}|{os.cpu_count()}|{torch.get_num_threads()}"
+        f"{type(model).__name__}|{image_size}|{batch}|{device.type}|"
+        f"{amp_dtype(device)}|{torch.__version__}|{platform.machine()}|"
+        f"{os.cpu_count()}|{torch.get_num_threads()}"
     )
     path = cache_dir() / "step_seconds.json"
     try:
@@ -310,24 +262,8 @@ def _step_seconds(model, image_size: int, batch: int, device, steps: int = 1) ->
         known = {}
     if key in known:
         return float(known[key])
-    model = copy.deepcopy(model).to(device).train()
-    opt = torch.optim.Adam(model.parameters(), 1e-4)
-    x = torch.randn(batch, 3, image_size, image_size, device=device)
-    y = torch.zeros(batch, dtype=torch.long, device=device)
-    times = []
-    for _ in range(steps + 1):
-        start = time.perf_counter()
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(x), y).backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    known[key] = float(np.mean(times[1:]))
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".step_seconds.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(known, f)
-    os.replace(tmp, path)
+    known[key] = step_seconds(model, batch, image_size, device)
+    atomic_write_text(path, json.dumps(known))
     return known[key]
 
 
@@ -351,44 +287,52 @@ def diagnose(
 ) -> Diagnosis:
     """Measure a folder of your images and recommend what to train (chapter 5).
 
-    The stage with the best linear probe is chosen by cross-validation on the training
-    part and reported on the validation part (balanced accuracy and per-class recall too).
-    Features are cached (``batch_size`` images per forward pass, the default of
-    :func:`tlutils.extract_features` if ``None``), so a second call, and
-    :func:`tlutils.train_folder` on the same folder, read them from the cache. See the
-    module's docstring.
+    The folder is read once (:func:`scan_folder`); the pooled features of every stage are
+    extracted once and cached (``batch_size`` images per forward pass, the default of
+    :func:`tlutils.extract_features` if ``None``). The stage with the best linear probe is
+    chosen out of fold on the training part (:func:`tlutils.probe.choose_stage`) and
+    reported on the validation part (balanced accuracy and per-class recall too). The
+    returned :class:`Diagnosis` carries the features and the choice, for
+    :func:`tlutils.train_folder`. See the module's docstring.
     """
+    start = time.perf_counter()
     device = torch.device(device) if device is not None else get_device()
     scan = scan_folder(folder)
     model = create_model().eval()
     tf = create_transform(data_config(model), image_size=image_size)
-    data = load_image_folder(folder, tf, tf, seed=seed)
+    data = load_image_folder(folder, tf, tf, seed=seed, check_images=scan.unreadable)
     kw = {"device": device, "progress": progress, "batch_size": batch_size}
     train_f, ytr = stage_features(model, data.train, **kw)
     val_f, yva = stage_features(model, data.val, **kw)
-    ytr, yva = ytr.numpy(), yva.numpy()
-    best, correct, Cs = choose_stage(train_f, ytr, seed)
-    curve = correct.mean(1).tolist()
-    probe = fit_probe(train_f[best].numpy(), ytr, C=Cs[best])
+    features = FolderFeatures(train_f, ytr.numpy(), val_f, yva.numpy())
+    ytr, yva = features.train_labels, features.val_labels
+    choice = choose_stage(train_f, ytr, seed=seed)
+    best, final = choice.stage, NUM_STAGES - 1
+    curve = choice.curve()
+    probe = fit_probe(train_f[best], ytr, C=choice.Cs[best])
     pred = probe.predict(val_f[best].numpy())
     recall = recall_score(yva, pred, labels=range(len(data.classes)), average=None)
-    conf, consistency, top = _imagenet_head(model, train_f[8], ytr, data.classes)
-    verdict = compare(correct[best], correct[-1])
+    conf, consistency, top = _imagenet_head(model, train_f[final], ytr, data.classes)
+    verdict = compare(choice.correct[best], choice.correct[final])
     similar, evidence = _similarity(curve, best, verdict, consistency)
     per_class = min(Counter(targets_of(data.train)).values())
     rec = recommend_case(per_class, similar)
     seconds = _epoch_seconds(
-        replace_head(model, len(data.classes)), len(ytr), image_size, device
+        replace_head(copy.deepcopy(model), len(data.classes)),
+        len(ytr),
+        image_size,
+        device,
     )
     strategy = rec.strategy
-    if strategy == "linear_probe" and best != len(curve) - 1:
+    if strategy == "linear_probe" and best != final:
         strategy = "cut_probe"  # the probe measured best is a middle stage's: train it
     return Diagnosis(
         scan, image_size, curve, verdict, best, float((pred == yva).mean()),
         float(balanced_accuracy_score(yva, pred)),
         dict(zip(data.classes, map(float, recall), strict=True)),
         conf, consistency, top, similar, evidence, rec,
-        strategy, seconds, str(device),
+        strategy, seconds, str(device), seed, list(data.classes), data, features,
+        choice, model, time.perf_counter() - start,
     )  # fmt: skip
 
 

@@ -1,5 +1,7 @@
 """Frozen-backbone features, extracted once and cached (chapters 2 and 3).
 
+The linear probe that reads them lives in :mod:`tlutils.probe`.
+
 A frozen backbone gives the same features for an image every epoch, so running it every
 epoch is wasted work. :func:`extract_features` runs it once over a dataset and stores
 the pooled features on disk, under a key made from the backbone's weights, the image
@@ -11,18 +13,16 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 from tqdm.auto import tqdm
 
+from .cache import atomic_write
 from .data import cache_dir, create_loader
-from .train import get_device
+from .train import _autocast, amp_dtype, get_device
 
 __all__ = [
     "feature_extractor",
@@ -31,12 +31,6 @@ __all__ = [
     "check_cacheable_transform",
     "features_dataset",
     "stage_features",
-    "linear_probe_accuracy",
-    "linear_probe_correct",
-    "fit_probe",
-    "probe_as_linear",
-    "choose_probe_C",
-    "PROBE_CS",
 ]
 
 
@@ -227,8 +221,11 @@ def _run(
     batch_size: int,
     device: torch.device,
     progress: bool,
+    mixed_precision: bool = False,
 ):
+    # A copy, so that the caller's backbone stays where it was, in its memory format.
     # channels_last is faster for convolutions on CPUs and on recent GPUs.
+    backbone = copy.deepcopy(backbone)
     backbone = backbone.to(device, memory_format=torch.channels_last).eval()
     features, labels = [], []
     loader = create_loader(dataset, batch_size=batch_size, shuffle=False)
@@ -237,9 +234,7 @@ def _run(
     bar = tqdm(total=len(loader), desc="features", leave=False, disable=not progress)
     for images, targets in loader:
         images = images.to(device, memory_format=torch.channels_last)
-        with torch.autocast(
-            device_type=device.type, dtype=torch.float16, enabled=device.type == "cuda"
-        ):
+        with _autocast(device, mixed_precision):
             out = backbone(images)
         features.append(out.float().flatten(1).cpu())
         labels.append(targets)
@@ -256,19 +251,26 @@ def extract_features(
     device: torch.device | str | None = None,
     progress: bool = True,
     key_extra: str = "",
+    mixed_precision: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run a frozen ``backbone`` once over ``dataset``; return ``(features, labels)`` (chapter 2).
 
     Outputs are flattened to one vector per image. ``batch_size`` defaults to 64 on a GPU;
     on a CPU to 8, or 64 for images of 64 x 64 pixels or less. ``key_extra`` goes into the
     cache key: pass any setting of ``backbone`` that changes its output but not its
-    weights or ``repr``. With ``cache=True`` the result is saved
-    in ``<cache>/features/<key>.pt`` (written atomically) and loaded from there next time.
+    weights or ``repr``. The backbone runs on a copy of itself (yours is not moved) in
+    float32, or in mixed precision on a GPU with ``mixed_precision=True``
+    (:func:`tlutils.train.amp_dtype`). With ``cache=True`` the result is saved in
+    ``<cache>/features/<key>.pt`` (written atomically) and loaded from there next time;
+    the key includes the device type and the float type, so features computed on a GPU
+    are not reused on a CPU.
     """
     device = torch.device(device) if device is not None else get_device()
     path = None
     if cache:
-        key = feature_cache_key(backbone, dataset, key_extra)
+        dtype = amp_dtype(device) if mixed_precision else None
+        where = f"|device={device.type}|dtype={dtype or torch.float32}"
+        key = feature_cache_key(backbone, dataset, key_extra + where)
         path = cache_dir() / "features" / f"{key}.pt"
         if path.is_file():
             try:
@@ -277,16 +279,12 @@ def extract_features(
             except Exception:  # a damaged cache file is recomputed, never trusted
                 path.unlink(missing_ok=True)
     batch_size = batch_size or _default_batch_size(dataset, device)
-    features, labels = _run(backbone, dataset, batch_size, device, progress)
+    features, labels = _run(
+        backbone, dataset, batch_size, device, progress, mixed_precision
+    )
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save({"features": features, "labels": labels}, tmp)
-            os.replace(tmp, path)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        stored = {"features": features, "labels": labels}
+        atomic_write(path, lambda tmp: torch.save(stored, tmp))
     return features, labels
 
 
@@ -314,130 +312,3 @@ def stage_features(
             f"Expected {sum(sizes)} features per image, got {features.shape[1]}."
         )
     return dict(zip(chosen, torch.split(features, sizes, dim=1), strict=True)), labels
-
-
-PROBE_CS = (0.01, 0.1, 1.0, 10.0)
-"""The L2 penalties a probe chooses from (inverse strength ``C`` of scikit-learn), on the
-training features only (as Kornblith et al. 2019 do): 16- and 1280-dimensional features need
-different regularisation, so a fixed C would measure the penalty, not the features."""
-
-
-def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
-    return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
-
-
-def choose_probe_C(
-    features: torch.Tensor | np.ndarray,
-    labels: torch.Tensor | np.ndarray,
-    Cs: Sequence[float] = PROBE_CS,
-    folds: int = 3,
-    seed: int = 0,
-) -> float:
-    """The probe's penalty ``C``, chosen by stratified cross-validation on the training
-    features alone (chapter 2). Ties go to the smaller C (the stronger penalty)."""
-    from sklearn.model_selection import StratifiedKFold
-
-    x, y = _as_numpy(features), _as_numpy(labels)
-    x = x.reshape(len(x), -1)
-    smallest = int(np.bincount(y).min()) if len(y) else 0
-    if len(Cs) == 1 or smallest < 2:
-        return float(Cs[0] if len(Cs) == 1 else 1.0)
-    split = StratifiedKFold(min(folds, smallest), shuffle=True, random_state=seed)
-    scores = []
-    with _one_blas_thread():
-        for C in Cs:
-            correct = 0
-            for inner, held in split.split(x, y):
-                probe = _probe_pipeline(C).fit(x[inner], y[inner])
-                correct += int((probe.predict(x[held]) == y[held]).sum())
-            scores.append(correct)
-    return float(Cs[int(np.argmax(scores))])
-
-
-def _probe_pipeline(C: float):
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    return make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
-
-
-def _one_blas_thread():
-    """Logistic regression on a few thousand rows runs faster on one BLAS thread: with the
-    default threads one fit took 2.07 s of CPU against 0.11 s on one thread (2-core CPU)."""
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(1, user_api="blas")
-
-
-def fit_probe(
-    features: torch.Tensor | np.ndarray,
-    labels: torch.Tensor | np.ndarray,
-    C: float | None = None,
-    seed: int = 0,
-):
-    """The linear probe (chapter 2): standardised features, then a logistic regression with
-    the penalty ``C`` (``None``: chosen on these training features by
-    :func:`choose_probe_C`). Returns the fitted scikit-learn pipeline; its ``C`` is in
-    ``probe[-1].C``."""
-    x, y = _as_numpy(features), _as_numpy(labels)
-    if len(x) != len(y):
-        raise ValueError("Features and labels must have the same length.")
-    x = x.reshape(len(x), -1)
-    if C is None:
-        C = choose_probe_C(x, y, seed=seed)
-    with _one_blas_thread():
-        return _probe_pipeline(C).fit(x, y)
-
-
-def probe_as_linear(probe) -> nn.Linear:
-    """A fitted probe (:func:`fit_probe`: standardiser + logistic regression) as one
-    ``nn.Linear`` with the same predictions: the standardisation folded into the weights.
-    The warm-up head of the recipe is the probe (chapters 3 and 5)."""
-    scaler, clf = probe[0], probe[-1]
-    weight, bias = clf.coef_, clf.intercept_
-    if weight.shape[0] == 1:  # two classes: scikit-learn keeps one row
-        weight, bias = np.vstack([-weight, weight]) / 2, np.r_[-bias, bias] / 2
-    weight = weight / scaler.scale_
-    bias = bias - weight @ scaler.mean_
-    head = nn.Linear(weight.shape[1], weight.shape[0])
-    with torch.no_grad():
-        head.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
-        head.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
-    return head
-
-
-def linear_probe_correct(
-    train_features: torch.Tensor | np.ndarray,
-    train_labels: torch.Tensor | np.ndarray,
-    val_features: torch.Tensor | np.ndarray,
-    val_labels: torch.Tensor | np.ndarray,
-    C: float | None = None,
-) -> np.ndarray:
-    """Which validation images the linear probe gets right (chapters 2-4): a boolean array
-    in the validation set's order, what the verdict rule (:mod:`tlutils.verdict`) pairs."""
-    xva, yva = _as_numpy(val_features), _as_numpy(val_labels)
-    if len(xva) != len(yva):
-        raise ValueError("Features and labels must have the same length.")
-    probe = fit_probe(train_features, train_labels, C)
-    return probe.predict(xva.reshape(len(xva), -1)) == yva
-
-
-def linear_probe_accuracy(
-    train_features: torch.Tensor | np.ndarray,
-    train_labels: torch.Tensor | np.ndarray,
-    val_features: torch.Tensor | np.ndarray,
-    val_labels: torch.Tensor | np.ndarray,
-    C: float | None = None,
-) -> float:
-    """Validation accuracy of a logistic regression on fixed features (chapters 2-4).
-
-    It measures how linearly separable the features are: the *linear probe*. Features are
-    standardised with the training set's mean and spread first; the penalty ``C`` is chosen
-    on the training features (``None``, the default) or given.
-    """
-    return float(
-        linear_probe_correct(
-            train_features, train_labels, val_features, val_labels, C
-        ).mean()
-    )

@@ -338,6 +338,15 @@ def head_location(model: nn.Module) -> tuple[nn.Module, str | int]:
 """Old private name, kept until every module imports :func:`head_location`."""
 
 
+def _placement(model: nn.Module) -> dict:
+    """The device and floating-point type of a model's first parameter (CPU, float32
+    for a model without any), so that new layers are made where the model lives."""
+    first = next(model.parameters(), None)
+    if first is None:
+        return {"device": torch.device("cpu")}
+    return {"device": first.device, "dtype": first.dtype}
+
+
 def replace_head(
     model: nn.Module, num_classes: int, head: nn.Module | None = None
 ) -> nn.Module:
@@ -346,16 +355,20 @@ def replace_head(
     Works for timm models (``reset_classifier``) and torchvision's ResNet (``fc``), VGG
     (``classifier[6]``), DenseNet (``classifier``), EfficientNet and MobileNet
     (``classifier[-1]``). ``head`` lets you pass your own module (e.g. an MLP); it must
-    take the pooled features and return ``num_classes`` logits. The body is left as it was.
+    take the pooled features and return ``num_classes`` logits. The body is left as it was;
+    the new head is put on the body's device and floating-point type.
     """
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(
             f"num_classes must be a positive integer, got {num_classes!r}."
         )
+    where = _placement(model)  # the new head goes where the body is (CPU or GPU)
     if hasattr(model, "reset_classifier") and hasattr(model, "get_classifier"):  # timm
         if head is None:
             model.reset_classifier(num_classes)
+            model.get_classifier().to(**where)
         else:
+            head.to(**where)
             attr = (
                 model.default_cfg.get("classifier", "classifier")
                 if hasattr(model, "default_cfg")
@@ -367,6 +380,7 @@ def replace_head(
     parent, attr = head_location(model)
     old = parent[attr] if isinstance(parent, nn.Sequential) else getattr(parent, attr)
     new = head if head is not None else nn.Linear(old.in_features, num_classes)
+    new.to(**where)
     if isinstance(parent, nn.Sequential):
         parent[attr] = new
     else:

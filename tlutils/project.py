@@ -1,74 +1,67 @@
-"""Your own project: train on your image folder with the recipe, predict on new images (chapter 5).
+"""Your own project: train on your image folder with the course's recipe (chapter 5).
 
-:func:`train_folder` is chapter 4's recipe on a folder of your images (flat or already
-split into ``train/`` and ``val/``), started from what :func:`tlutils.diagnose` measured:
+:func:`train_folder` starts from what :func:`tlutils.diagnose` measured (passed as a value,
+or measured here): the split, the features of every stage and the stage chosen on the
+training images. What it trains follows the diagnosis's case:
 
-1. **Phase 1 is the probe.** The pooled features of every stage are read from the feature
-   cache that ``diagnose`` filled (one pass of the frozen body if it is empty), the stage
-   is chosen on the training images as ``diagnose`` chooses it, and the logistic
-   regression (its penalty chosen on the training images) becomes the head: converged
-   whatever the folder's size, at the cost of one feature pass.
-2. **Phase 2** (``strategy="fine_tune"``) fine-tunes, from the chosen stage's probe, the
-   network it sits on (linear probing, then fine-tuning): the whole network, or the body cut
-   after the chosen stage, with BatchNorm statistics fixed, for a budget counted in
-   optimiser steps as well as epochs (small folders get rounds of at least
-   :data:`ROUND_STEPS` steps, and at least ``min_steps`` in all), with early stopping on
-   the validation loss. The round with the lowest validation loss is kept, the probe
-   included, and only if the verdict rule finds it at least as good as the probe (within
-   a point) on the validation images: the saved model keeps the diagnosis's promise.
+* **cases 1 and 2**: the probe itself, as a network: the final stage's probe as the head
+  of the whole network (``linear_probe``), or the body cut after the chosen stage with
+  that stage's probe (``cut_probe``); no training beyond the probe;
+* **cases 3 and 4** (``fine_tune``): chapter 3's reference measured whole-body fine-tuning
+  from the probe better than both probes there. So the candidates are the whole body from
+  the final stage's probe and, when a middle stage was chosen, the cut body from that
+  stage's probe; each is fine-tuned with the course's one recipe
+  (:data:`tlutils.recipe.REFERENCE`) at learning rates chosen on held-out training images
+  (:func:`tlutils.rates.choose_lr`: two thirds train, one third scores), with an
+  augmentation checked on those images first (a flip or a crop that changes what the
+  probe sees is left out). A trial whose held-out accuracy falls clearly below the
+  probe's stops at once. The best candidate at its rate is then trained on every training
+  image, unless no trial beat its probe on the held-out images (then the probe is kept,
+  without spending more).
 
-At the end the saved model's per-image validation correctness is compared with the
-diagnosis's probe by the course's verdict rule (:func:`tlutils.verdict.compare`).
-:func:`predict_images` gives the top classes of new images with a trained model, and
-:func:`evaluate_folder` scores a trained model on a labelled folder.
+At the end the trained model is compared with the diagnosis's probe on the validation
+images by the course's verdict rule (:func:`tlutils.verdict.compare`), read as
+non-inferiority: a fine-tune is saved only if it is at least as good as the probe (within
+a point); otherwise the probe is saved, and the report says so. Both that gate and the
+stage choice looked at the validation images' labels only through this one check; a
+held-out test folder (part 5's new photos) is the independent check.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
-import math
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.metrics import classification_report
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler, Subset
+from torch.utils.data import Subset
 
-from . import finetune
 from .checkpoint import CutModel, TrainedModel, trained_model
-from .data import (
-    _seed_worker,
-    create_loader,
-    create_transform,
-    default_num_workers,
-    load_image_folder,
-    targets_of,
-)
-from .diagnosis import choose_stage
-from .features import fit_probe, probe_as_linear, stage_features
-from .models import DEFAULT_MODEL, create_model, data_config, replace_head
+from .data import create_loader, create_transform, stratified_split, targets_of
+from .diagnosis import Diagnosis, diagnose
+from .features import stage_features
+from .models import DEFAULT_MODEL, data_config, replace_head
+from .probe import fit_probe, probe_as_linear, probe_head
+from .rates import LRChoice, choose_lr
+from .recipe import REFERENCE, Recipe, run
+from .rule import TRAIN_STRATEGIES
 from .stages import NUM_STAGES, STAGE_NAMES
 from .train import History, get_device, predict, seed_everything
 from .verdict import Verdict, compare
 
-__all__ = [
-    "TRAIN_STRATEGIES",
-    "train_folder",
-]
+__all__ = ["TRAIN_STRATEGIES", "LR_GRID", "class_weights", "train_folder"]
 
-TRAIN_STRATEGIES = ("linear_probe", "cut_probe", "fine_tune")
-"""What :func:`train_folder` trains: the final stage's probe as the head of the whole
-network; the body cut after the chosen stage with its probe; or the probe, then the whole
-network fine-tuned from it."""
-ROUND_STEPS = 10
-"""Fewest optimiser steps between two validations while fine-tuning: a folder smaller
-than this many batches is fine-tuned in rounds of this many steps instead of epochs."""
-MIN_STEPS = 50
-"""Fewest optimiser steps of the fine-tuning phase by default, however small the folder."""
+LR_GRID = (1e-4, 3e-4)
+"""The learning rates tried first, widened by one step while the best is at an edge:
+chapter 3's reference chose 1e-4 and 3e-4 for the whole body and the top stages."""
+HELD_OUT = 1 / 3
+"""The share of the training images that scores the trials (never the validation ones)."""
 
 
 def class_weights(targets: list[int], num_classes: int) -> torch.Tensor:
@@ -90,37 +83,203 @@ def _with_transform(dataset, transform):
     return dataset
 
 
+def _probe_network(model: nn.Module, stage: int, head: nn.Linear) -> nn.Module:
+    """The probe of ``stage`` as one network: the whole model with it as its head (the
+    final stage), or the body cut after ``stage`` with it (:class:`CutModel`)."""
+    if stage == NUM_STAGES - 1:
+        return replace_head(copy.deepcopy(model), head.out_features, head=head)
+    return CutModel(model, stage, head.out_features, head=head)
+
+
 @torch.no_grad()
-def _head_scores(head: nn.Module, x: torch.Tensor, y: np.ndarray, loss_fn):
-    logits = head(x.float())
-    target = torch.as_tensor(y)
-    return (
-        float(loss_fn(logits, target)),
-        float((logits.argmax(1) == target).float().mean()),
+def _correct(net: nn.Module, dataset, device, batch_size: int = 64) -> np.ndarray:
+    """Which images of ``dataset`` the network gets right, in order."""
+    loader = create_loader(dataset, batch_size=batch_size)
+    logits, targets = predict(net, loader, device)
+    return (logits.argmax(1) == targets).numpy()
+
+
+def _held_out_features(d: Diagnosis, rows, transform, stage: int, device):
+    """Stage ``stage``'s features of the training images ``rows`` under ``transform``
+    (not cached: the transform is one of a kind)."""
+    images = _with_transform(Subset(d.data.train, list(rows)), transform)
+    feats, _ = stage_features(
+        d.model, images, [stage], device=device, progress=False, cache=False
     )
+    return feats[stage].numpy()
 
 
-def _rounds(n_train: int, batch_size: int, epochs: int, min_steps: int):
-    """``(images per round, rounds)``: an epoch per round, or :data:`ROUND_STEPS` steps
-    when the folder has fewer batches; at least ``epochs`` rounds and ``min_steps``."""
-    per_epoch = max(1, math.ceil(n_train / batch_size))
-    steps = max(per_epoch, ROUND_STEPS)
-    rounds = max(epochs, math.ceil(min_steps / steps))
-    return (n_train if steps == per_epoch else steps * batch_size), rounds
+def _choose_augment(d: Diagnosis, fit, held, device) -> tuple[str, str]:
+    """The recipe's augmentation, measured (chapter 5): the chosen stage's probe, fitted
+    on the ``fit`` rows, scores the ``held`` rows as they are and flipped (then cropped
+    to half their area); a transform after which the probe is worse by the verdict rule
+    changes what the images show, and is left out. Returns the augmentation and why."""
+    from torchvision import transforms as t
+
+    stage, y = d.best_stage, d.features.train_labels
+    x = d.features.train[stage].numpy()
+    probe = fit_probe(x[fit], y[fit], C=d.choice.Cs[stage])
+    plain = probe.predict(x[held]) == y[held]
+    size = d.image_size
+    base = create_transform(data_config(d.model), image_size=size)
+    found = {}
+    for name, step in [
+        ("flip", t.RandomHorizontalFlip(p=1.0)),
+        ("crop", t.CenterCrop(int(size * 0.5**0.5))),
+    ]:
+        changed = t.Compose(
+            [*base.transforms[:2], step, t.Resize(size), *base.transforms[2:]]
+        )
+        feats = _held_out_features(d, held, changed, stage, device)
+        found[name] = compare(probe.predict(feats) == y[held], plain)
+    words = "; ".join(
+        f"{n}: {v.sentence(n + 'ped', 'as they are')}" for n, v in found.items()
+    )
+    if found["crop"].b_better:
+        return "none", f"crops and flips left out ({words})"
+    if found["flip"].b_better:
+        return "crop", f"flips left out ({words})"
+    return "crop_flip", f"crops and flips keep what the probe sees ({words})"
+
+
+class _Stop(Exception):
+    """Raised in a trial whose held-out accuracy fell clearly below the probe's."""
+
+
+@dataclass
+class _Candidate:
+    name: str
+    stage: int
+
+
+def _trial(
+    d: Diagnosis,
+    candidate: _Candidate,
+    recipe: Recipe,
+    fit,
+    held,
+    train_images,
+    loss_fn,
+    device,
+) -> dict:
+    """One fine-tune on the ``fit`` rows, scored on the ``held`` rows after every epoch;
+    stopped as soon as the probe is better by the verdict rule."""
+    stage, y = candidate.stage, d.features.train_labels
+    x = d.features.train[stage]
+    head = probe_head(x[fit], y[fit], C=d.choice.Cs[stage])
+    probe_right = (head(x[held].float()).argmax(1).numpy()) == y[held]
+    net = _probe_network(d.model, stage, head)
+    plain_held = Subset(d.data.train, list(held))
+    scores: list[np.ndarray] = []
+
+    def score(epoch: int, model: nn.Module) -> None:
+        scores.append(_correct(model, plain_held, device))
+        if compare(scores[-1], probe_right).verdict == "B better":
+            raise _Stop
+
+    start = time.perf_counter()
+    stopped = False
+    try:
+        run(recipe.replace(head="keep"), net, Subset(train_images, list(fit)),
+            on_epoch_end=score, loss_fn=loss_fn, device=device, progress=False,
+            seed=d.seed)  # fmt: skip
+    except _Stop:
+        stopped = True
+    return {
+        "candidate": candidate.name,
+        "stage": stage,
+        "lr": recipe.lr,
+        "held_out": float(scores[-1].mean()),
+        "probe_held_out": float(probe_right.mean()),
+        "epochs": len(scores),
+        "stopped": stopped,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def _fine_tune(
+    d: Diagnosis,
+    recipe: Recipe,
+    lr: float | None,
+    lr_grid,
+    loss_fn,
+    device,
+    progress: bool,
+) -> tuple[nn.Module | None, History | None, dict]:
+    """Cases 3 and 4: the trials, then the chosen candidate on every training image (or
+    ``None`` if no trial beat its probe). Returns the network, its history and a record of
+    what was tried and why."""
+    y = d.features.train_labels
+    fit, held = (np.asarray(r) for r in stratified_split(y.tolist(), HELD_OUT, d.seed))
+    augment, why = _choose_augment(d, fit, held, device)
+    recipe = recipe.replace(augment=augment)
+    config = data_config(d.model)
+    images = _with_transform(d.data.train, recipe.train_transform(config, d.image_size))
+    candidates = [_Candidate("whole body", NUM_STAGES - 1)]
+    if d.best_stage != NUM_STAGES - 1:
+        candidates.append(
+            _Candidate(f"cut after {STAGE_NAMES[d.best_stage]}", d.best_stage)
+        )
+    trials: list[dict] = []
+    choices: dict[str, LRChoice] = {}
+    for c in candidates:
+        if lr is not None and len(candidates) == 1:
+            choices[c.name] = LRChoice(lr, {}, False)
+            continue
+
+        def score(rate: float, c: _Candidate = c) -> float:
+            row = _trial(
+                d, c, recipe.replace(lr=rate), fit, held, images, loss_fn, device
+            )
+            trials.append(row)
+            if progress:
+                print(
+                    f"  trial: {c.name}, lr {rate:g}: held-out {row['held_out']:.3f} "
+                    f"(its probe {row['probe_held_out']:.3f}, {row['epochs']} epochs"
+                    f"{', stopped' if row['stopped'] else ''}, {row['seconds']:.0f} s)"
+                )
+            return row["held_out"]
+
+        grid = (lr,) if lr is not None else lr_grid
+        choices[c.name] = choose_lr(score, grid, max_widen=0 if lr else 1)
+    record = {"augment": augment, "augment_why": why, "trials": trials}
+    best = max(candidates, key=lambda c: (_best_score(trials, c, choices), -c.stage))
+    chosen = choices[best.name]
+    record.update(candidate=best.name, stage=best.stage, lr=chosen.lr)
+    beaten = [r for r in trials if r["candidate"] == best.name and r["lr"] == chosen.lr]
+    if beaten and beaten[0]["held_out"] < beaten[0]["probe_held_out"]:
+        record["skipped"] = (
+            f"no trial beat its probe on the {len(held)} held-out training images (best: "
+            f"{best.name} at lr {chosen.lr:g}, {beaten[0]['held_out']:.3f} against "
+            f"{beaten[0]['probe_held_out']:.3f}): the probe is kept, nothing more trained"
+        )
+        return None, None, record
+    x = d.features.train[best.stage]
+    head = probe_head(x, y, C=d.choice.Cs[best.stage])
+    net = _probe_network(d.model, best.stage, head)
+    final = recipe.replace(lr=chosen.lr, head="keep")
+    record["recipe"] = final.settings()
+    history = run(final, net, images, d.data.val, loss_fn=loss_fn, device=device,
+                  progress=progress, seed=d.seed, desc="fine-tuning")  # fmt: skip
+    return net, history, record
+
+
+def _best_score(trials, candidate, choices) -> float:
+    rows = [r for r in trials if r["candidate"] == candidate.name]
+    if not rows:
+        return -1.0
+    lr = choices[candidate.name].lr
+    return max(r["held_out"] for r in rows if r["lr"] == lr)
 
 
 def _verdict_words(v: Verdict) -> str:
     """The saved model against the probe, in words, with what to try if it is worse."""
-    if v.verdict == "A better":
-        return f"better than the probe: {v.sentence('the saved model', 'the probe')}."
-    if v.verdict == "equivalent":
-        return f"as good as the probe: {v.sentence('the saved model', 'the probe')}."
+    mine, probe = "the saved model", "the probe"
+    if v.a_better:
+        return f"better than the probe: {v.sentence(mine, probe)}."
     if v.not_worse:
-        return (
-            "as good as the probe within a point, perhaps better (the saved model minus "
-            f"the probe is {v.interval()} on {v.images} validation images)."
-        )
-    worse = "worse than" if v.verdict == "B better" else "possibly worse than"
+        return f"at least as good as the probe: {v.not_worse_sentence(mine, probe)}."
+    worse = "worse than" if v.b_better else "possibly worse than"
     return (
         f"WARNING: {worse} the probe: the saved model minus the probe is "
         f"{v.interval()} on {v.images} validation images. Try strategy "
@@ -142,159 +301,170 @@ def _epoch_table(h: dict) -> str:
             f"{h['train_acc'][e]:>9.3f}  {h['val_loss'][e]:>8.3f}  "
             f"{h['val_acc'][e]:>7.3f}  {h['seconds'][e]:>7.1f}{mark}"
         )
-    if h.get("stopped_early"):
-        rows.append("training stopped early: the validation loss stopped improving")
-    if h.get("fine_tune_not_kept"):
-        rows.append(h["fine_tune_not_kept"])
+    for note in ("fine_tune_skipped", "fine_tune_not_kept"):
+        if h.get(note):
+            rows.append(h[note])
     return "\n".join(rows)
+
+
+def _trials_table(record: dict) -> str:
+    """What was tried on the held-out training images, one line each (chapter 5)."""
+    if not record.get("trials"):
+        return ""
+    lines = [
+        f"augmentation: {record['augment']} ({record['augment_why']})",
+        "trials (fit on 2/3 of the training images, scored on the other third):",
+        "  candidate              lr      held-out  its probe  epochs  seconds",
+    ]
+    for r in record["trials"]:
+        stop = "  stopped: clearly below its probe" if r["stopped"] else ""
+        lines.append(
+            f"  {r['candidate']:<20}  {r['lr']:<6g}  {r['held_out']:>8.3f}  "
+            f"{r['probe_held_out']:>9.3f}  {r['epochs']:>6}  {r['seconds']:>7.0f}{stop}"
+        )
+    if "lr" in record:
+        lines.append(f"chosen: {record['candidate']} at lr {record['lr']:g}")
+    return "\n".join(lines)
+
+
+def _check_diagnosis(d: Diagnosis, folder, image_size: int, seed: int) -> None:
+    same = Path(d.scan.root) == Path(folder).expanduser()
+    if not same or d.image_size != image_size or d.seed != seed or d.features is None:
+        raise ValueError(
+            f"The diagnosis is of {d.scan.root} at {d.image_size} px with seed {d.seed}; "
+            f"train_folder was asked for {folder} at {image_size} px with seed {seed}. "
+            "Pass the diagnosis of this folder (tl.diagnose(folder, image_size, seed)) "
+            "or none."
+        )
 
 
 def train_folder(
     folder: str | Path,
-    strategy: str = "fine_tune",
+    strategy: str = "auto",
     image_size: int = 160,
-    fine_tune_epochs: int = 3,
-    min_steps: int = MIN_STEPS,
-    lr: float = 1e-4,
-    patience: int | None = 2,
+    diagnosis: Diagnosis | None = None,
+    epochs: int = REFERENCE.epochs,
+    lr: float | None = None,
     class_weighted: bool = False,
-    batch_size: int = 32,
+    batch_size: int = REFERENCE.batch_size,
     seed: int = 0,
     device: torch.device | str | None = None,
     progress: bool = True,
 ) -> TrainedModel:
-    """Train EfficientNet-Lite0 on your folder, starting from the diagnosis's probe (chapter 5).
+    """Train EfficientNet-Lite0 on your folder, starting from the diagnosis (chapter 5).
 
-    ``strategy="linear_probe"`` returns the whole network with the final stage's probe as
-    its head; ``"cut_probe"`` the body cut after the stage chosen on the training images,
-    pooled, with that stage's probe (:class:`tlutils.CutModel`); ``"fine_tune"`` starts
-    from the chosen stage's probe and fine-tunes the network under it (whole or cut) at
-    ``lr`` with BatchNorm statistics fixed for ``fine_tune_epochs`` rounds and at least
-    ``min_steps`` optimiser steps (see the module's docstring), stopping after
-    ``patience`` rounds without improvement and keeping the round with the lowest
-    validation loss (the probe counts as round 0) if the verdict rule finds it at least as
-    good as the probe; otherwise the probe (``"fine_tune_not_kept"`` says why).
-    ``class_weighted=True`` weighs the fine-tuning loss by inverse class frequency, for
-    imbalanced folders. At the end the per-epoch table, a per-class report on the
-    validation images and the verdict against the diagnosis's probe are printed (unless
+    ``diagnosis`` is what :func:`tlutils.diagnose` returned for this folder, size and
+    seed (measured here if ``None``). ``strategy="auto"`` trains what it recommends;
+    ``"linear_probe"`` and ``"cut_probe"`` return that probe as a network;
+    ``"fine_tune"`` runs the recipe for ``epochs`` epochs (see the module's docstring),
+    at ``lr`` if given, else at the rate chosen on held-out training images.
+    ``class_weighted=True`` weighs the loss by inverse class frequency, for imbalanced
+    folders. The per-epoch table, the trials, a per-class report on the validation
+    images and the verdict against the diagnosis's probe are printed (unless
     ``progress=False``) and stored in the history (``"report"``, ``"verdict"``,
-    ``"val_correct"``, ``"probe_val_correct"``; :meth:`TrainedModel.against_probe`).
+    ``"trials"``, ``"val_correct"``, ``"probe_val_correct"``; see
+    :meth:`TrainedModel.against_probe`).
     """
-    if strategy not in TRAIN_STRATEGIES:
-        raise ValueError(
-            f"strategy must be one of {TRAIN_STRATEGIES}, got {strategy!r}."
-        )
-    seed_everything(seed)
+    wanted = ("auto", *TRAIN_STRATEGIES)
+    if strategy not in wanted:
+        raise ValueError(f"strategy must be one of {wanted}, got {strategy!r}.")
     device = torch.device(device) if device is not None else get_device()
-    model = create_model(DEFAULT_MODEL).eval()
-    config = data_config(model)
-    eval_tf = create_transform(config, image_size=image_size)
-    data = load_image_folder(folder, eval_tf, eval_tf, seed=seed)
-    n_classes = len(data.classes)
-    start = time.perf_counter()
-    # Phase 1: the probe, on the features diagnose cached (the same split and transform).
-    kw = {"device": device, "progress": progress}
-    train_f, ytr = stage_features(model, data.train, **kw)
-    val_f, yva = stage_features(model, data.val, **kw)
-    ytr, yva = ytr.numpy(), yva.numpy()
-    best, _, Cs = choose_stage(train_f, ytr, seed)
-    probes = {best: fit_probe(train_f[best].numpy(), ytr, C=Cs[best])}
+    d = diagnosis or diagnose(folder, image_size, seed, device, progress)
+    _check_diagnosis(d, folder, image_size, seed)
+    seed_everything(seed)
+    strategy = d.train_strategy if strategy == "auto" else strategy
+    f, best, n_classes = d.features, d.best_stage, len(d.classes)
+    probe_correct = d.probe(best).predict(f.val[best].numpy()) == f.val_labels
+    loss_fn = cpu_loss = nn.functional.cross_entropy
+    if class_weighted:  # the probe's round and the fine-tune scored with the same loss
+        weight = class_weights(targets_of(d.data.train), n_classes)
+        loss_fn = functools.partial(cpu_loss, weight=weight.to(device))
+        cpu_loss = functools.partial(cpu_loss, weight=weight)
     stage = NUM_STAGES - 1 if strategy == "linear_probe" else best
-    if stage not in probes:
-        probes[stage] = fit_probe(train_f[stage].numpy(), ytr, C=Cs[stage])
-    probe_correct = probes[best].predict(val_f[best].numpy()) == yva
-    head = probe_as_linear(probes[stage])
-    loss_fn = nn.functional.cross_entropy
-    if class_weighted:
-        weight = class_weights(targets_of(data.train), n_classes).to(device)
-        loss_fn = functools.partial(nn.functional.cross_entropy, weight=weight)
-    cpu_loss = functools.partial(loss_fn, weight=None) if class_weighted else loss_fn
-    history = History()
-    for part, (x, y) in (
-        ("train", (train_f[stage], ytr)),
-        ("val", (val_f[stage], yva)),
-    ):
-        loss, acc = _head_scores(head, x, y, cpu_loss)
-        getattr(history, f"{part}_loss").append(loss)
-        getattr(history, f"{part}_acc").append(acc)
-    history.seconds.append(time.perf_counter() - start)
-    history.best_epoch = 0
-    phase_names = ["probe"]
-    if strategy == "cut_probe" or stage != NUM_STAGES - 1:
-        net = CutModel(model, stage, n_classes, head=head)
-    else:
-        net = replace_head(model, n_classes, head=head)
-    val = create_loader(data.val, batch_size=64)
+    head = probe_as_linear(d.probe(stage))
+    history = _probe_round(head, f, stage, cpu_loss)
+    net, record = _probe_network(d.model, stage, head), {}
     if strategy == "fine_tune":
-        probe_state = copy.deepcopy(net.state_dict())
-        train_set = _with_transform(
-            data.train, create_transform(config, train=True, image_size=image_size)
+        recipe = REFERENCE.replace(epochs=epochs, batch_size=batch_size)
+        tuned, tuned_history, record = _fine_tune(
+            d, recipe, lr, LR_GRID, loss_fn, device, progress
         )
-        per_round, rounds = _rounds(
-            len(train_set), batch_size, fine_tune_epochs, min_steps
-        )
-        generator = torch.Generator().manual_seed(seed)
-        sampler = RandomSampler(train_set, num_samples=per_round, generator=generator)
-        train = DataLoader(
-            train_set, batch_size=batch_size, sampler=sampler,
-            num_workers=default_num_workers(), worker_init_fn=_seed_worker,
-            pin_memory=torch.cuda.is_available(),
-        )  # fmt: skip
-        phase2 = finetune.fine_tune(
-            net, train, val, epochs=rounds, lr=lr, bn_stats="fixed", keep_best=True,
-            patience=patience, loss_fn=loss_fn, device=device, progress=progress,
-            desc="fine-tuning rounds",
-        )  # fmt: skip
-        probe_loss = history.val_loss[0]
-        history.extend(phase2)
-        phase_names.append("fine-tune")
-        if min(phase2.val_loss) < probe_loss:
-            history.best_epoch = 1 + int(np.argmin(phase2.val_loss))
-        else:  # the fine-tune never beat the probe's validation loss: keep the probe
-            net.load_state_dict(probe_state)
-            history.best_epoch = 0
-    kept_note = ""
-    logits, targets = predict(net.to(device).eval(), val, device)
-    val_correct = (logits.argmax(1) == targets).numpy()
+        if tuned is not None:
+            net, stage = tuned, record["stage"]
+            history.extend(tuned_history)
+            history.best_epoch = len(history.train_loss) - 1
+    return _finish(
+        d, net, stage, strategy, history, record, probe_correct, device, progress
+    )
+
+
+def _probe_round(head: nn.Linear, f, stage: int, loss_fn) -> History:
+    """Round 0 of the epoch table: the probe's losses and accuracies, from the features."""
+    history = History()
+    with torch.no_grad():
+        for part, x, y in [("train", f.train[stage], f.train_labels),
+                           ("val", f.val[stage], f.val_labels)]:  # fmt: skip
+            logits, target = head(x.float()), torch.as_tensor(y)
+            getattr(history, f"{part}_loss").append(float(loss_fn(logits, target)))
+            acc = float((logits.argmax(1) == target).float().mean())
+            getattr(history, f"{part}_acc").append(acc)
+    history.seconds.append(0.0)
+    history.best_epoch = 0
+    return history
+
+
+def _finish(d, net, stage, strategy, history, record, probe_correct, device, progress):
+    """The keep gate, the report and the :class:`TrainedModel` (chapter 5)."""
+    val_correct = _correct(net, d.data.val, device)
     verdict = compare(val_correct, probe_correct)
-    if history.best_epoch > 0 and not verdict.not_worse:
-        # The promise: a fine-tune that the rule cannot show to be at least as good as
-        # the probe (within a point) on the validation images is not saved.
-        kept_note = (
-            f"not kept: the fine-tuned round {history.best_epoch} minus the probe is "
-            f"{verdict.interval()} on {verdict.images} validation images, not shown to "
-            "be at least as good (within a point): the probe is saved"
+    record["fine_tune_not_kept"] = ""
+    if history.best_epoch and not verdict.not_worse:
+        record["fine_tune_not_kept"] = (
+            f"not kept: the fine-tuned model minus the probe is {verdict.interval()} on "
+            f"{verdict.images} validation images, not shown to be at least as good "
+            "(within a point): the probe is saved"
         )
-        net.load_state_dict(probe_state)
+        stage = d.best_stage
+        net = _probe_network(d.model, stage, probe_as_linear(d.probe(stage)))
         history.best_epoch = 0
-        logits, targets = predict(net.to(device).eval(), val, device)
-        val_correct = (logits.argmax(1) == targets).numpy()
+        val_correct = _correct(net, d.data.val, device)
         verdict = compare(val_correct, probe_correct)
+    logits, targets = predict(net, create_loader(d.data.val, batch_size=64), device)
     report = classification_report(
-        targets, logits.argmax(1), labels=range(n_classes),
-        target_names=data.classes, zero_division=0,
+        targets, logits.argmax(1), labels=range(len(d.classes)),
+        target_names=d.classes, zero_division=0,
     )  # fmt: skip
-    trained = trained_model(net.cpu(), data.classes, DEFAULT_MODEL, image_size, history)
+    trained = trained_model(
+        net.cpu().eval(), d.classes, DEFAULT_MODEL, d.image_size, history
+    )
     h = trained.history
     h.update(
         strategy=strategy,
         stage=int(stage),
-        probe_stage=int(best),
-        phase_names=phase_names,
+        probe_stage=int(d.best_stage),
+        phase_names=["probe", "fine-tune"]
+        if len(history.phase_starts) > 1
+        else ["probe"],
         report=report,
         val_correct=val_correct.astype(int).tolist(),
         probe_val_correct=probe_correct.astype(int).tolist(),
         verdict=_verdict_words(verdict),
-        fine_tune_not_kept=kept_note,
+        fine_tune_skipped=record.get("skipped", ""),
+        fine_tune_not_kept=record["fine_tune_not_kept"],
+        trials=record.get("trials", []),
+        augment=record.get("augment", ""),
+        recipe=record.get("recipe", {}),
+        trials_table=_trials_table(record),
+        diagnosis_seconds=round(d.seconds, 1),
     )
     h["epochs_table"] = _epoch_table(h)
     if progress:
-        print(h["epochs_table"])
-        print(report)
+        for part in (h["trials_table"], h["epochs_table"], report):
+            if part:
+                print(part)
         print(
             f"saved model ({strategy}) on validation: {val_correct.mean():.3f}; the "
-            f"probe of {STAGE_NAMES[best]}: {probe_correct.mean():.3f}"
+            f"probe of {STAGE_NAMES[d.best_stage]}: {probe_correct.mean():.3f}"
         )
         print(h["verdict"])
-    trained.model.eval()
     return trained

@@ -18,7 +18,6 @@ order), so :func:`tlutils.verdict.compare` can pair two arms image by image:
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import subprocess
@@ -49,10 +48,7 @@ __all__ = [
     "choose_lr",
 ]
 
-LR_LADDER: tuple[float, ...] = tuple(
-    float(f"{m}e{e}") for e in range(-7, 1) for m in (1, 3)
-)
-"""Learning rates a grid is drawn from and widened along: 1e-7, 3e-7, 1e-6, ... 3."""
+from .rates import LR_LADDER  # noqa: E402  (re-exported: the reference's ladder)
 
 
 def cpu_model() -> str:
@@ -262,7 +258,9 @@ def _utc() -> str:
 class Runner:
     """Runs that are done once: each result appended to ``path`` at once (chapters 2-4).
 
-    ``provenance`` (commit, machine, ...) is stored with every row. With ``dry=True``
+    ``provenance`` (commit, machine, ...) is stored with every row; ``code`` (a digest
+    of the code that makes the results, :func:`tlutils.recipe.code_digest`) goes into
+    every run's settings, so a run made by other code is another run. With ``dry=True``
     nothing runs: :meth:`run` returns the stored row or ``None``, and :attr:`missing`
     lists what a real run would do (``--list``). ``on_append(row)`` is called after
     every new row is safely on disk (e.g. to commit the file).
@@ -275,8 +273,10 @@ class Runner:
         dry: bool = False,
         on_append: Callable[[dict[str, Any]], None] | None = None,
         log: Callable[[str], None] = print,
+        code: str | None = None,
     ) -> None:
         self.path = Path(path)
+        self.code = code
         self.provenance = provenance or {}
         self.dry = dry
         self.on_append = on_append
@@ -300,6 +300,8 @@ class Runner:
         stored as 0/1 strings too (each with its ``accuracy_*``), other values as they
         are. ``fields`` (chapter, case, dataset) go into the row, outside the key.
         """
+        if self.code is not None:  # the code is part of a run's identity
+            settings = {**settings, "code": self.code}
         key = run_key(arm, settings, seed, kind)
         if key in self.done:
             return self.done[key]
@@ -354,43 +356,24 @@ def choose_lr(
     ladder: Sequence[float] = LR_LADDER,
     **fields: Any,
 ) -> tuple[float | None, dict[float, float], bool]:
-    """The learning rate with the best held-out score, from a grid widened until its best
-    rate is inside it (chapters 2-4).
+    """The course's rate chooser (:func:`tlutils.rates.choose_lr`: held-out accuracy, ties
+    to the larger rate, the grid widened while its best is at an edge) with every trial a
+    stored run of ``runner`` (chapters 2-4).
 
-    Each rate of ``grid`` (values of ``ladder``, e.g. ``[1e-4, 3e-4, 1e-3]``) is a
-    ``"trial"`` run of ``runner`` with seed 0: ``trial(lr)`` trains on one part of the
-    training images and returns ``{"correct": ...}`` on the other part. Ties go to the
-    larger rate. While the best rate is at an edge, the next rate of the ladder beyond
-    that edge is tried too, at most ``max_widen`` times. Returns the chosen rate
-    (``None`` in a dry runner with trials missing), every rate's score, and whether the
-    chosen rate is still at an edge of what was tried.
+    ``trial(lr)`` trains on one part of the training images and returns ``{"correct":
+    ...}`` on the other part; it runs as a ``"trial"`` run with seed 0, once. Returns the
+    chosen rate (``None`` in a dry runner with trials missing), every rate's score, and
+    whether the chosen rate is still at an edge of what was tried.
     """
-    unknown = [lr for lr in grid if not any(math.isclose(lr, x) for x in ladder)]
-    if unknown or not grid:
-        raise ValueError(f"Grid rates must be values of the ladder; got {unknown}.")
-    rates = sorted(float(next(x for x in ladder if math.isclose(lr, x))) for lr in grid)
-    scores: dict[float, float] = {}
-    widened = 0
-    while True:
-        for lr in rates:
-            if lr in scores:
-                continue
-            row = runner.run(
-                arm,
-                {**settings, "lr": lr},
-                0,
-                lambda lr=lr: trial(lr),
-                kind="trial",
-                **fields,
-            )
-            if row is None:
-                return None, scores, True
-            scores[lr] = float(np.mean(row["correct"]))
-        best = max(scores, key=lambda lr: (scores[lr], lr))
-        at_edge = best in (rates[0], rates[-1])
-        step = ladder.index(best)
-        beyond = step - 1 if best == rates[0] else step + 1
-        if not at_edge or widened >= max_widen or not 0 <= beyond < len(ladder):
-            return best, scores, at_edge
-        rates = sorted([*rates, float(ladder[beyond])])
-        widened += 1
+    from .rates import choose_lr as choose
+
+    def score(lr: float) -> float | None:
+        row = runner.run(
+            arm, {**settings, "lr": lr}, 0, lambda: trial(lr), kind="trial", **fields
+        )
+        return None if row is None else float(np.mean(row["correct"]))
+
+    chosen = choose(score, grid, max_widen, ladder)
+    if chosen is None:
+        return None, {}, True
+    return chosen.lr, chosen.scores, chosen.at_edge

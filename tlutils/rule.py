@@ -22,6 +22,7 @@ from typing import Literal, get_args
 __all__ = [
     "Strategy",
     "STRATEGIES",
+    "TRAIN_STRATEGIES",
     "SMALL_MAX_PER_CLASS",
     "Recommendation",
     "recommend_case",
@@ -30,6 +31,8 @@ __all__ = [
 Strategy = Literal["linear_probe", "cut_probe", "fine_tune", "scratch"]
 STRATEGIES: tuple[str, ...] = get_args(Strategy)
 """The four strategies compared in chapter 3."""
+TRAIN_STRATEGIES: tuple[str, ...] = tuple(s for s in STRATEGIES if s != "scratch")
+"""What ``tlutils train`` (:func:`tlutils.train_folder`) trains on your folder."""
 
 SMALL_MAX_PER_CLASS = 100
 """Below this many images per class the course calls a dataset *small* (a rule of thumb, not a law)."""

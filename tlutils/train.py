@@ -21,6 +21,7 @@ One meaning per keyword, in this module and everywhere in tlutils:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import random
@@ -44,6 +45,8 @@ __all__ = [
     "OptName",
     "Schedule",
     "get_device",
+    "amp_dtype",
+    "model_device",
     "seed_everything",
     "History",
     "create_optimizer",
@@ -51,6 +54,7 @@ __all__ = [
     "fit",
     "evaluate",
     "predict",
+    "step_seconds",
 ]
 
 BNStats = Literal["fixed", "update_unfrozen", "update_all"]
@@ -202,12 +206,51 @@ def lr_schedule(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
+def amp_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The float type of mixed precision on ``device``, or ``None`` where the course
+    trains in float32 (chapter 2): bfloat16 on GPUs that compute in it natively (NVIDIA
+    Ampere and newer: no loss scaling needed), float16 with loss scaling on older CUDA
+    GPUs (Colab's T4), float32 on CPUs and Apple GPUs."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
 def _autocast(device: torch.device, enabled: bool):
-    return torch.autocast(
-        device_type=device.type,
-        dtype=torch.float16,
-        enabled=enabled and device.type == "cuda",
-    )
+    """Mixed precision where :func:`amp_dtype` allows it, else nothing: no autocast
+    context at all, since ``torch.autocast("mps", enabled=False)`` raises on torch < 2.5."""
+    dtype = amp_dtype(device) if enabled else None
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _grad_scaler(device: torch.device, enabled: bool):
+    """Loss scaling for float16 only. It starts at 2**10, not PyTorch's 2**16: each step
+    whose scaled gradients overflow is skipped while the scale halves, and a budget of a
+    few steps cannot afford to skip its first five."""
+    if not enabled or amp_dtype(device) != torch.float16:
+        return None
+    return torch.amp.GradScaler("cuda", init_scale=2.0**10)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where a model's parameters (or buffers) are; the CPU for a model without any."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _run_device(model: nn.Module, device: torch.device | str | None) -> torch.device:
+    """The device to run ``model`` on: ``device`` (the model is moved there) or, if
+    ``None``, where the model already is (nothing moves)."""
+    if device is None:
+        return model_device(model)
+    device = torch.device(device)
+    model.to(device)
+    return device
 
 
 def _check_class_count(logits: torch.Tensor, targets: torch.Tensor) -> None:
@@ -227,7 +270,7 @@ def _set_train_mode(model: nn.Module, bn_stats: BNStats) -> None:
 
 
 def _train_epoch(
-    model, loader, optimizer, loss_fn, device, scaler, bn_stats, scheduler
+    model, loader, optimizer, loss_fn, device, scaler, bn_stats, scheduler, amp
 ):
     """One pass over ``loader`` with gradient steps; returns mean ``(loss, accuracy)``."""
     _set_train_mode(model, bn_stats)
@@ -235,7 +278,7 @@ def _train_epoch(
     for inputs, targets in smoke.batches(loader):  # every batch, unless smoke-tested
         inputs = inputs.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
-        with _autocast(device, scaler is not None):
+        with _autocast(device, amp):
             logits = model(inputs)
             _check_class_count(logits, targets)
             loss = loss_fn(logits, targets)
@@ -268,10 +311,12 @@ def predict(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits and true labels for every item of ``loader``, on the CPU (chapter 1).
 
-    ``mixed_precision`` means what it means in :func:`fit`: float16 autocast on a CUDA GPU
-    (faster, slightly less exact); off by default, so predictions are float32 everywhere.
+    The model runs where it is (``device=None``), or is moved to ``device`` first, as
+    :func:`fit` does; the inputs follow it. ``mixed_precision`` means what it means in
+    :func:`fit` (:func:`amp_dtype`: faster on a GPU, slightly less exact); off by default,
+    so predictions are float32 everywhere.
     """
-    device = torch.device(device) if device is not None else get_device()
+    device = _run_device(model, device)
     model.eval()
     logits, targets = [], []
     for inputs, target in loader:
@@ -288,12 +333,16 @@ def evaluate(
     device: torch.device | str | None = None,
     mixed_precision: bool = False,
 ) -> tuple[float, float]:
-    """Mean ``(loss, accuracy)`` of ``model`` on ``loader`` (chapter 2)."""
+    """Mean ``(loss, accuracy)`` of ``model`` on ``loader`` (chapter 2).
+
+    The model runs as in :func:`predict`; the loss is computed on the same device, so a
+    loss with class weights on the GPU (as :func:`fit` trains with) works here too.
+    """
+    device = _run_device(model, device)
     logits, targets = predict(model, loader, device, mixed_precision)
     _check_class_count(logits, targets)
-    return loss_fn(logits, targets).item(), (
-        logits.argmax(1) == targets
-    ).float().mean().item()
+    loss = loss_fn(logits.to(device), targets.to(device)).item()
+    return loss, (logits.argmax(1) == targets).float().mean().item()
 
 
 def fit(
@@ -330,7 +379,8 @@ def fit(
     With a ``val_loader``, the epoch with the best ``monitor`` is recorded; ``keep_best``
     restores its weights at the end and ``patience`` stops after that many epochs without
     improvement. ``on_epoch_end(epoch, model)`` runs after every epoch (chapter 4 unfreezes
-    stages and probes features in it). Mixed precision is used on CUDA only. ``desc``
+    stages and probes features in it). Mixed precision is used on CUDA GPUs only
+    (:func:`amp_dtype`), for training and for the validation after each epoch. ``desc``
     labels the progress bar. ``stopped_early`` is True only when patience ended training
     before its last epoch.
     """
@@ -364,16 +414,16 @@ def fit(
         scheduler = lr_schedule(
             optimizer, epochs * len(train_loader), schedule, warmup_steps
         )
-    use_amp = mixed_precision and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda") if use_amp else None
+    scaler = _grad_scaler(device, mixed_precision)
     history = History()
     best_score, best_state = -math.inf, None
     bar = tqdm(range(epochs), desc=desc, disable=not progress)
     for epoch in bar:
         start = time.perf_counter()
         loss, acc = _train_epoch(
-            model, train_loader, optimizer, loss_fn, device, scaler, bn_stats, scheduler
-        )
+            model, train_loader, optimizer, loss_fn, device, scaler, bn_stats, scheduler,
+            mixed_precision,
+        )  # fmt: skip
         history.train_loss.append(loss)
         history.train_acc.append(acc)
         if val_loader is not None:
@@ -406,3 +456,21 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     return history
+
+
+def step_seconds(
+    model: nn.Module,
+    batch_size: int,
+    image_size: int,
+    device: torch.device | str | None = None,
+    steps: int = 2,
+) -> float:
+    """Seconds of one training step of :func:`fit` (the same autocast, loss scaling and
+    synchronisation) on ``batch_size`` random images, on a copy of ``model``; timed over
+    ``steps`` steps after an untimed epoch of warm-up (chapter 5's time estimates)."""
+    device = torch.device(device) if device is not None else get_device()
+    model = copy.deepcopy(model)
+    x = torch.randn(batch_size, 3, image_size, image_size)
+    y = torch.zeros(batch_size, dtype=torch.long)
+    history = fit(model, [(x, y)] * steps, epochs=2, device=device, progress=False)
+    return history.seconds[-1] / steps
