@@ -526,10 +526,16 @@ def code_digest() -> str:
 def git_committer(path: Path) -> Callable[[dict[str, Any]], None]:
     """After each run: commit the results file alone (waits for other git commands)."""
 
+    top = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"],
+        cwd=path.parent, capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    repo = Path(top)  # the results file's repository (the script may run from a copy)
+
     def commit(row: dict[str, Any]) -> None:
-        git = ROOT / ".git"
+        git = repo / ".git"
         busy = ("rebase-merge", "rebase-apply", "MERGE_HEAD", "CHERRY_PICK_HEAD")
-        relative = str(path.relative_to(ROOT))
+        relative = str(path.relative_to(repo))
         message = (
             f"results/reference: {row['arm']} {row['kind']} seed {row['seed']}, "
             f"accuracy {row['accuracy']:.4f} ({row['seconds']:.0f} s)"
@@ -539,7 +545,7 @@ def git_committer(path: Path) -> Callable[[dict[str, Any]], None]:
                 (git / b).exists() for b in busy
             ):
                 done = subprocess.run(
-                    ["git", "commit", "-q", "-m", message, "--", relative], cwd=ROOT
+                    ["git", "commit", "-q", "-m", message, "--", relative], cwd=repo
                 ).returncode == 0  # fmt: skip
                 if done:
                     return
