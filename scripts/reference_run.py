@@ -544,7 +544,8 @@ def git_committer(path: Path) -> Callable[[dict[str, Any]], None]:
             if not (git / "index.lock").exists() and not any(
                 (git / b).exists() for b in busy
             ):
-                done = subprocess.run(
+                add = subprocess.run(["git", "add", relative], cwd=repo)
+                done = add.returncode == 0 and subprocess.run(
                     ["git", "commit", "-q", "-m", message, "--", relative], cwd=repo
                 ).returncode == 0  # fmt: skip
                 if done:
