@@ -276,12 +276,17 @@ def augmented(c: dict[str, Any], recipe: Recipe, rows: np.ndarray | None = None)
     return Subset(train, indices)
 
 
+def recipe_settings(recipe: Recipe) -> dict[str, Any]:
+    """The recipe's choices for a run's settings; its rate is the run's own ``lr``."""
+    return {k: v for k, v in recipe.settings().items() if k != "lr"}
+
+
 def settings_of(arm: Arm, c: dict[str, Any]) -> dict[str, Any]:
     settings = {"arm": arm.name, "dataset": arm.dataset, "image_size": IMAGE_SIZE,
                 "per_class": PER_CLASS, "data": c["data"], **SMOKE}  # fmt: skip
     if arm.recipe is not None:
         recipe = arm.recipe.replace(epochs=SMOKE.get("epochs", arm.recipe.epochs))
-        settings["recipe"] = recipe.settings()
+        settings["recipe"] = recipe_settings(recipe)
     if arm.ood:
         settings["ood"] = f"severity {SEVERITY}"
     return settings
@@ -453,7 +458,7 @@ def ch2_arms(ctx: Context, name: str, seeds: tuple[int, ...], probes: bool) -> N
     recipe = SCRATCH.replace(epochs=sizes["epochs"])
     settings = {"chapter": 2, "dataset": name, "data": d["tag"], "arm": arm,
                 "image_size": sizes["image_size"], "per_class": sizes["per_class"],
-                "recipe": recipe.settings()}  # fmt: skip
+                "recipe": recipe_settings(recipe)}  # fmt: skip
     n_classes = len(set(tl.targets_of(d["val"])))
 
     def scratch(train: Dataset, lr: float, seed: int) -> nn.Module:
