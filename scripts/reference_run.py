@@ -493,8 +493,19 @@ def ch2_arms(ctx: Context, name: str, seeds: tuple[int, ...], probes: bool) -> N
 
 
 # ------------------------------------------------------------------------------- order
+PRIORITY = (
+    "ch3/eurosat/whole_body", "ch3/flowers/whole_body", "ch3/eurosat/top3",
+    "ch3/flowers/top3", "ch4/eurosat/FT", "ch4/eurosat/FT_no_lr_warmup",
+    "ch3/eurosat/reinit_top3", "ch3/eurosat/first2", "ch4/eurosat/warm_large_lr",
+    "ch4/eurosat/cold_large_lr",
+)  # fmt: skip
+"""The trained arms in the order they run, each with all its seeds before the next: the
+comparisons the chapters lead with finish first."""
+
+
 def plan(ctx: Context) -> Iterator[str]:
-    """Every step in order: the probes, seed 0 of every arm, then the other seeds."""
+    """Every step in order: the probes, then each trained arm of :data:`PRIORITY`
+    (its learning-rate trials, then every seed), then chapter 2's."""
     for arm in ARMS:
         if arm.recipe is None and ctx.wanted(arm.name):
             yield arm.name
@@ -504,14 +515,15 @@ def plan(ctx: Context) -> Iterator[str]:
                       "dataset": arm.dataset}  # fmt: skip
             ctx.runner.run(arm.name, settings, 0, lambda a=arm, c=c: probe_work(ctx, a, c),
                            **fields)  # fmt: skip
-    for seeds in (SEEDS[:1], SEEDS[1:]):
-        for arm in ARMS:
-            if arm.recipe is not None and ctx.wanted(arm.name):
-                yield f"{arm.name} seeds {seeds}"
-                trained_arm(ctx, arm, seeds)
-        for name in CH2:
-            yield f"ch2 {name} seeds {seeds}"
-            ch2_arms(ctx, name, seeds, probes=seeds == SEEDS[:1])
+    by_name = {arm.name: arm for arm in ARMS}
+    assert set(PRIORITY) == {a.name for a in ARMS if a.recipe is not None}
+    for name in PRIORITY:
+        if ctx.wanted(name):
+            yield f"{name} seeds {SEEDS}"
+            trained_arm(ctx, by_name[name], SEEDS)
+    for name in CH2:
+        yield f"ch2 {name} seeds {SEEDS}"
+        ch2_arms(ctx, name, SEEDS, probes=True)
 
 
 def code_digest() -> str:

@@ -36,6 +36,7 @@ import inspect
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -311,7 +312,9 @@ def code_digest(extra: Sequence[Callable | type] = ()) -> str:
     for path in _CODE:
         module, _, name = path.partition(":")
         objects.append(getattr(importlib.import_module(module), name))
-    for obj in [*objects, *extra]:
-        digest.update(f"{obj.__module__}.{obj.__qualname__}".encode())
+    for obj in [*objects, *extra]:  # named by file, not module: a script run as
+        # __main__ and the same script imported give one digest
+        where = Path(inspect.getsourcefile(obj)).stem
+        digest.update(f"{where}.{obj.__qualname__}".encode())
         digest.update(_without_docstrings(inspect.getsource(obj)).encode())
     return digest.hexdigest()[:16]
