@@ -152,3 +152,10 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         _calibration,
     )
     Path(os.environ[OUT_ENV]).write_text(text)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    """The notebooks are slow: ``pytest -m "not slow"`` leaves them out (the quick loop)."""
+    for item in items:
+        if str(item.fspath).endswith(".ipynb"):
+            item.add_marker(pytest.mark.slow)

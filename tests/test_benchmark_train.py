@@ -3,10 +3,13 @@
 finds at least as good as the diagnosis's probe, and the saved file is the model judged."""
 
 import numpy as np
+import pytest
 from helpers import load_script
 
 import tlutils as tl
 from tlutils.cli import main as tlutils
+
+pytestmark = pytest.mark.slow  # the quick loop leaves it out
 
 benchmark_train = load_script("scripts/benchmark_train.py")
 

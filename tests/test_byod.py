@@ -54,8 +54,8 @@ def test_page_code_runs_as_printed(make, tmp_path, monkeypatch):
     labelled = folder / "val" if (folder / "val").is_dir() else folder
     shutil.copytree(labelled, tmp_path / "labelled_photos")
     code = page_code().replace("image_size=160", "image_size=64")
-    small = "fine_tune_epochs=1, min_steps=1, batch_size=8"
-    code = code.replace("fine_tune_epochs=3", small)
+    small = "epochs=1, batch_size=8"
+    code = code.replace("epochs=3", small)
     assert code.count("image_size=64") == 2 and small in code
     namespace: dict = {}
     exec(compile(code, str(PAGE), "exec"), namespace)

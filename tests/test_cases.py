@@ -259,17 +259,17 @@ def test_probe_head_is_the_linear_probe() -> None:
     x = rng.normal(size=(60, 8)) + y[:, None] * rng.normal(size=8) + 5.0
     xv = rng.normal(size=(30, 8)) + np.repeat(np.arange(3), 10)[:, None]
     yv = np.repeat(np.arange(3), 10)
-    head = cases.probe_head(x, y, C=1.0)
+    head = tl.probe.probe_head(x, y, C=1.0)
     with torch.no_grad():
         pred = head(torch.as_tensor(xv, dtype=torch.float32)).argmax(1).numpy()
     assert np.isclose(
         (pred == yv).mean(), tl.linear_probe_accuracy(x, y, xv, yv, C=1.0)
     )
-    chosen = cases.probe_head(x, y)  # C chosen on the training rows
+    chosen = tl.probe.probe_head(x, y)  # C chosen on the training rows
     with torch.no_grad():
         pred = chosen(torch.as_tensor(xv, dtype=torch.float32)).argmax(1).numpy()
     assert np.isclose((pred == yv).mean(), tl.linear_probe_accuracy(x, y, xv, yv))
-    two = cases.probe_head(x[:40], y[:40])  # two classes: two logits
+    two = tl.probe.probe_head(x[:40], y[:40])  # two classes: two logits
     assert two.out_features == 2
 
 
@@ -302,12 +302,15 @@ def test_choose_stage_scores_on_held_out_training_rows() -> None:
     good = torch.as_tensor(y[:, None] * 3.0 + rng.normal(size=(60, 4)))
     noise = torch.as_tensor(rng.normal(size=(60, 4)))
     fit, held = np.arange(0, 60, 2), np.arange(1, 60, 2)
-    stage, scores = cases.choose_stage({3: noise, 5: good}, y, fit, held, [3, 5])
+    choice = tl.probe.choose_stage({3: noise, 5: good}, y, (fit, held), [3, 5])
+    stage, scores = choice.stage, choice.scores
     assert stage == 5 and scores[5] > scores[3] and set(scores) == {3, 5}
     # A stage that is only good on rows outside fit and held cannot be chosen.
     tricky = noise.clone()
     tricky[:2] = 100.0
-    stage, _ = cases.choose_stage({3: tricky, 5: good}, y, fit[1:], held[1:], [3, 5])
+    stage = tl.probe.choose_stage(
+        {3: tricky, 5: good}, y, (fit[1:], held[1:]), [3, 5]
+    ).stage
     assert stage == 5
 
 
@@ -348,7 +351,7 @@ def test_cached_maps_and_train_top(lite0_pretrained, tmp_path, monkeypatch) -> N
     assert flat.shape[1] == sum(channels) + 112 * 4 * 4 + 192 * 2 * 2
     pooled_final = flat[:, sum(channels[:8]) : sum(channels)]
     maps5 = flat[:, sum(channels) : sum(channels) + 112 * 16].reshape(-1, 112, 4, 4)
-    head = cases.probe_head(pooled_final.numpy(), labels.numpy())
+    head = tl.probe.probe_head(pooled_final.numpy(), labels.numpy())
     top = cases.train_top(lite0_pretrained, 5, maps5, labels, head, [], 1, 1e-4)
     model = tl.replace_head(
         tl.create_model(pretrained=True), 3, head=torch.nn.Linear(1280, 3)

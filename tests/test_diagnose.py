@@ -10,7 +10,8 @@ import torch
 from helpers import photo_folder, write_image
 
 import tlutils as tl
-from tlutils.diagnosis import _similarity, choose_stage
+from tlutils.diagnosis import _similarity
+from tlutils.probe import choose_stage
 from tlutils.stages import STAGE_NAMES
 from tlutils.verdict import compare
 
@@ -140,11 +141,12 @@ def test_ties_go_to_the_deeper_stage_in_the_choice_and_the_words():
     signal = torch.tensor(np.c_[y * 4.0, rng.normal(size=24)], dtype=torch.float32)
     noise = torch.tensor(rng.normal(size=(24, 2)), dtype=torch.float32)
     feats = {0: signal, 1: signal.clone(), 2: noise}  # stages 0 and 1 tie
-    best, correct, Cs = choose_stage(feats, y)
-    assert best == 1 and correct.shape == (3, 24) and len(Cs) == 3
+    choice = choose_stage(feats, y)
+    best, correct = choice.stage, choice.correct
+    assert best == 1 and len(correct[0]) == 24 and len(choice.Cs) == 3
     assert correct[0].all() and correct[1].all()
-    curve = correct.mean(1).tolist()
-    why = _similarity(curve, best, compare(correct[best], correct[-1]), 0.9)[1]
+    curve = choice.curve()
+    why = _similarity(curve, best, compare(correct[best], correct[2]), 0.9)[1]
     assert STAGE_NAMES[1] in why and STAGE_NAMES[0] not in why
 
 

@@ -1,6 +1,8 @@
 """Every public function and class of tlutils says which chapter teaches it (CONTRIBUTING.md)."""
 
+import importlib
 import inspect
+import pkgutil
 import re
 
 import pytest
@@ -8,24 +10,10 @@ import pytest
 import tlutils as tl
 
 MODULES = [
-    tl.book,
-    tl.cases,
-    tl.checks,
-    tl.checkpoint,
-    tl.cli,
-    tl.data,
-    tl.diagnosis,
-    tl.features,
-    tl.finetune,
-    tl.layers,
-    tl.models,
-    tl.plot,
-    tl.project,
-    tl.reference,
-    tl.shift,
-    tl.stages,
-    tl.train,
+    importlib.import_module(f"tlutils.{info.name}")
+    for info in pkgutil.iter_modules(tl.__path__)
 ]
+"""Every module of the package, found by walking it: a new module is checked too."""
 PUBLIC = [
     (module.__name__, name, getattr(module, name))
     for module in MODULES

@@ -32,6 +32,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
+pytestmark = pytest.mark.slow  # the quick loop leaves it out
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 NO_FULL = {"ch1_pretrained_models.ipynb"}  # chapter 1 has no full-size variant

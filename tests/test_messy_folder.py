@@ -98,7 +98,7 @@ def test_diagnose_and_train_run_and_say_what_they_skip(messy, tmp_path, capfd):
     assert tl.load_model(out).classes == ["cats", "coffee"]
     # a short fine-tune reads every kept file through the loader's worker processes
     args = ["train", str(messy), "--out", str(out), "--image-size", "32"]
-    args += ["--strategy", "fine_tune", "--fine-tune-epochs", "1", "--min-steps", "1"]
+    args += ["--strategy", "fine_tune", "--epochs", "1", "--lr", "1e-4"]
     assert main([*args, "--quiet", "--batch-size", "16"]) == 0
     assert "Traceback" not in capfd.readouterr().err
     rows = tl.predict_images(out, messy / "cats")

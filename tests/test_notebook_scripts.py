@@ -12,6 +12,8 @@ import nbformat
 import pytest
 from helpers import load_script
 
+pytestmark = pytest.mark.slow  # the quick loop leaves it out
+
 strip_outputs = load_script("scripts/strip_outputs.py")
 time_notebooks = load_script("scripts/time_notebooks.py")
 

@@ -1,19 +1,18 @@
-"""train_folder delivers what the diagnosis measured: phase 1 is its probe, read from the
-shared feature cache; fine-tuning starts from it and is kept only if it helps (chapter 5)."""
+"""train_folder delivers what the diagnosis measured (chapter 5): the probe strategies are
+its probe as a network; fine-tuning starts from the probe, runs the course's recipe, stops
+trials that fall clearly below the probe, and is kept only if it is at least as good."""
 
-import copy
-from types import SimpleNamespace
+import dataclasses
 
 import numpy as np
 import pytest
 import torch
 from helpers import photo_folder
+from PIL import Image
 
 import tlutils as tl
+import tlutils.project as project
 from tlutils.checkpoint import CutModel
-from tlutils.diagnosis import choose_stage
-from tlutils.features import fit_probe, stage_features
-from tlutils.project import MIN_STEPS, ROUND_STEPS, _rounds
 
 CLASSES = ("cats", "coffee", "rocket", "astronaut")
 
@@ -23,161 +22,176 @@ def folder(tmp_path_factory):
     return photo_folder(tmp_path_factory.mktemp("tf") / "photos", CLASSES, n=10)
 
 
-def probe_outputs(folder, stage):
-    """The diagnosis's probe of ``stage`` as scikit-learn sees it: decision values on the
-    validation images, and their labels."""
-    model = tl.create_model().eval()
-    tf = tl.create_transform(tl.data_config(model), image_size=64)
-    data = tl.load_image_folder(folder, tf, tf)
-    train_f, ytr = stage_features(model, data.train, progress=False, device="cpu")
-    val_f, yva = stage_features(model, data.val, progress=False, device="cpu")
-    _, _, Cs = choose_stage(train_f, ytr.numpy())
-    probe = fit_probe(train_f[stage].numpy(), ytr.numpy(), C=Cs[stage])
-    return probe.decision_function(val_f[stage].numpy()), yva.numpy(), data
+@pytest.fixture(scope="module")
+def found(folder, tmp_path_factory):
+    """The diagnosis of the folder at 64 px, with its own feature cache."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv(tl.data.CACHE_ENV, str(tmp_path_factory.mktemp("cache")))
+    yield tl.diagnose(folder, image_size=64, progress=False, device="cpu")
+    mp.undo()
 
 
-def model_logits(trained, data):
-    model = trained.model.eval()
-    loader = tl.create_loader(data.val, batch_size=16)
-    logits, _ = tl.predict(model, loader, device="cpu")
-    return logits.numpy()
+def with_stage(d, stage):
+    """The same diagnosis with another chosen stage (a middle one, as on data unlike
+    ImageNet, or the final one)."""
+    return dataclasses.replace(
+        d, best_stage=stage, choice=dataclasses.replace(d.choice, stage=stage)
+    )
+
+
+def probe_decision(d, stage):
+    """The diagnosis's probe of ``stage`` on the validation features."""
+    return d.probe(stage).decision_function(d.features.val[stage].numpy())
+
+
+def logits_of(net, d):
+    loader = tl.create_loader(d.data.val, batch_size=16)
+    return tl.predict(net.eval(), loader, device="cpu")[0].numpy()
+
+
+def train(folder, d, **kw):
+    return tl.train_folder(
+        folder, image_size=64, diagnosis=d, progress=False, device="cpu", **kw
+    )
 
 
 @pytest.mark.parametrize("strategy", ["linear_probe", "cut_probe"])
-def test_the_probe_strategies_return_exactly_the_probe(
-    strategy, folder, tmp_path, monkeypatch
-):
-    cache = tmp_path / "cache"
-    monkeypatch.setenv(tl.data.CACHE_ENV, str(cache))
-    found = tl.diagnose(folder, image_size=64, progress=False, device="cpu")
-    cached = sorted((cache / "features").iterdir())
-    trained = tl.train_folder(
-        folder, strategy=strategy, image_size=64, progress=False, device="cpu"
-    )
-    # phase 1 read the diagnosis's features: no second pass over the images
-    assert sorted((cache / "features").iterdir()) == cached
+def test_the_probe_strategies_return_exactly_the_probe(strategy, folder, found):
+    trained = train(folder, found, strategy=strategy)
     stage = found.best_stage if strategy == "cut_probe" else 8
     assert trained.history["stage"] == stage
     assert trained.history["probe_stage"] == found.best_stage
-    if strategy == "cut_probe":
-        assert isinstance(trained.model, CutModel)
-        assert trained.model.cut_stage == stage
-    decision, yva, data = probe_outputs(folder, stage)
-    logits = model_logits(trained, data)
+    assert isinstance(trained.model, CutModel) == (stage != 8)
+    decision = probe_decision(found, stage)
+    logits = logits_of(trained.model, found)
     assert np.allclose(logits, decision, atol=1e-3)  # the probe's logits, as a network
-    assert (logits.argmax(1) == decision.argmax(1)).all()
-    # what the saved model gets right is what the probe gets right
+    yva = found.features.val_labels
     assert trained.history["val_correct"] == (decision.argmax(1) == yva).tolist()
     assert np.mean(trained.history["probe_val_correct"]) == pytest.approx(
         found.val_accuracy
     )
     assert len(trained.history["train_loss"]) == 1  # one row: the probe
     assert trained.against_probe().not_worse
-    if strategy == "cut_probe":
-        assert trained.against_probe().verdict == "equivalent"
 
 
-def test_a_fine_tune_that_does_not_help_is_not_kept(folder, tmp_cache):
-    """An absurd learning rate ruins the fine-tune's validation loss: the probe stays."""
-    trained = tl.train_folder(
-        folder, strategy="fine_tune", image_size=64, fine_tune_epochs=1, min_steps=1,
-        lr=1.0, batch_size=8, progress=False, device="cpu",
-    )  # fmt: skip
-    h = trained.history
-    assert len(h["val_loss"]) == 2 and h["val_loss"][1] > h["val_loss"][0]
-    assert h["best_epoch"] == 0 and h["phase_names"] == ["probe", "fine-tune"]
-    decision, _, data = probe_outputs(folder, 8)
-    assert np.allclose(model_logits(trained, data), decision, atol=1e-3)
-    assert "<- kept" in h["epochs_table"].splitlines()[1]  # row of epoch 0
+def test_a_diagnosis_of_another_folder_or_size_is_refused(folder, found, tmp_path):
+    with pytest.raises(ValueError, match="diagnosis is of"):
+        train(tmp_path, found, strategy="linear_probe")
+    with pytest.raises(ValueError, match="80 px"):
+        tl.train_folder(folder, image_size=80, diagnosis=found, progress=False)
 
 
-@pytest.mark.parametrize("chosen", [None, 5])
-def test_fine_tuning_starts_from_the_diagnosis_probe(
-    chosen, folder, tmp_cache, monkeypatch
+def fake_run(record, ruin=False):
+    """A stand-in for the recipe: it records the network it starts from, calls the
+    epoch hook once (as an epoch would) and trains nothing, or zeroes every weight."""
+
+    def run(recipe, net, train, val=None, *, on_epoch_end=None, **kw):
+        record.append((recipe, logits_of(net, record.d), net))
+        if ruin:
+            with torch.no_grad():
+                for p in net.parameters():
+                    p.zero_()
+        if on_epoch_end is not None:
+            on_epoch_end(0, net)
+        return tl.History([0.1], [1.0], [0.0], [1.0], [0.0])
+
+    return run
+
+
+class Record(list):
+    d = None
+
+
+@pytest.mark.parametrize("stage", [8, 5])
+def test_fine_tuning_starts_from_the_probe_of_each_candidate(
+    stage, folder, found, monkeypatch
 ):
-    """Phase 2 fine-tunes the network the chosen stage's probe sits on (a cut body when
-    that stage is not the final one), so round 0 is the model the diagnosis promised.
-    ``chosen=5`` makes the choice fall on stage 5, as it does on folders unlike ImageNet."""
-    import tlutils.project as project
-
-    if chosen is not None:
-        choose = project.choose_stage
-        monkeypatch.setattr(
-            project, "choose_stage", lambda *a: (chosen, *choose(*a)[1:])
-        )
-    started = {}
-
-    def no_fine_tune(
-        net, *args, **kwargs
-    ):  # record where phase 2 starts, train nothing
-        started["net"] = copy.deepcopy(net)
-        return tl.History([9.0], [0.0], [9.0], [0.0], [0.0])
-
-    monkeypatch.setattr(project.finetune, "fine_tune", no_fine_tune)
-    trained = tl.train_folder(
-        folder, strategy="fine_tune", image_size=64, progress=False, device="cpu"
-    )
-    stage = trained.history["probe_stage"]
-    assert trained.history["stage"] == stage and stage == (chosen or stage)
-    net = started["net"]
-    assert isinstance(net, CutModel) == (stage != 8)
-    decision, _, data = probe_outputs(folder, stage)
-    logits = model_logits(SimpleNamespace(model=net), data)
-    assert np.allclose(logits, decision, atol=1e-3)  # round 0: the diagnosis's probe
+    """With the final stage chosen, the whole body is the one candidate and (at a given
+    rate) trains at once from the final probe; with stage 5, the cut body is a candidate
+    too and each is tried on held-out training images first."""
+    d = with_stage(found, stage)
+    record = Record()
+    record.d = d
+    monkeypatch.setattr(project, "run", fake_run(record))
+    trained = train(folder, d, strategy="fine_tune", lr=1e-4)
+    h = trained.history
+    if stage == 8:
+        assert h["trials"] == [] and len(record) == 1
+        recipe, start, net = record[0]
+        assert np.allclose(start, probe_decision(d, 8), atol=1e-3)
+    else:
+        assert {t["candidate"] for t in h["trials"]} == {
+            "whole body",
+            "cut after stage 5",
+        }
+        assert all(t["lr"] == 1e-4 for t in h["trials"]) and len(record) == 3
+        assert isinstance(record[1][2], CutModel) and record[1][2].cut_stage == 5
+        # the final run starts from the probe of the chosen candidate on every image
+        recipe, start, net = record[-1]
+        chosen = h["stage"]
+        assert np.allclose(start, probe_decision(d, chosen), atol=1e-3)
+    assert recipe.lr == 1e-4 and recipe.head == "keep" and recipe.epochs == 3
+    assert recipe.opt == "adamw" and recipe.schedule == "cosine"
+    assert h["phase_names"] == ["probe", "fine-tune"]
 
 
 def test_a_fine_tune_not_shown_as_good_as_the_probe_is_not_saved(
-    folder, tmp_cache, monkeypatch
+    folder, found, monkeypatch
 ):
-    """A round with a lower validation loss is still not saved unless the verdict rule
-    finds it at least as good as the probe (within a point) on the validation images."""
-    import tlutils.project as project
-
-    def ruin_the_head(net, *args, **kwargs):  # a "fine-tune" that loses accuracy
-        with torch.no_grad():
-            for p in net.parameters():
-                p.zero_()
-        return tl.History([0.1], [1.0], [0.0], [1.0], [0.0])  # claims a val loss of 0
-
-    monkeypatch.setattr(project.finetune, "fine_tune", ruin_the_head)
-    trained = tl.train_folder(
-        folder, strategy="fine_tune", image_size=64, progress=False, device="cpu"
-    )
+    d = with_stage(found, 8)
+    record = Record()
+    record.d = d
+    monkeypatch.setattr(project, "run", fake_run(record, ruin=True))
+    trained = train(folder, d, strategy="fine_tune", lr=1e-4)
     h = trained.history
     assert h["best_epoch"] == 0 and "the probe is saved" in h["fine_tune_not_kept"]
     assert h["fine_tune_not_kept"] in h["epochs_table"]
     assert h["val_correct"] == h["probe_val_correct"]
-    assert trained.against_probe().verdict == "equivalent"
+    assert np.allclose(logits_of(trained.model, d), probe_decision(d, 8), atol=1e-3)
 
 
-def test_choose_stage_is_not_fitted_twice_on_the_same_features(monkeypatch):
-    import tlutils.diagnosis as diagnosis
-
-    rng = np.random.default_rng(0)
-    y = np.repeat([0, 1], 12)
-    feats = {s: torch.tensor(rng.normal(size=(24, 4)) + y[:, None] * s) for s in (1, 2)}
-    calls = []
-    fit = diagnosis._stage_correct
-    monkeypatch.setattr(
-        diagnosis, "_stage_correct", lambda *a: calls.append(1) or fit(*a)
-    )
-    first = choose_stage(feats, y, seed=0)
-    again = choose_stage(feats, y, seed=0)
-    assert len(calls) == 1 and first[0] == again[0] and first[2] == again[2]
-    feats[2] = feats[2] + 1e-3  # other features: chosen afresh
-    choose_stage(feats, y, seed=0)
-    choose_stage(feats, y, seed=1)
-    assert len(calls) == 3
+def test_trials_clearly_below_the_probe_stop_and_nothing_more_is_trained(
+    folder, found, monkeypatch
+):
+    d = with_stage(found, 5)
+    record = Record()
+    record.d = d
+    monkeypatch.setattr(project, "run", fake_run(record, ruin=True))
+    trained = train(folder, d, strategy="fine_tune")
+    h = trained.history
+    assert h["trials"] and all(t["stopped"] and t["epochs"] == 1 for t in h["trials"])
+    # the grid (1e-4, 3e-4) widened once at its edge: three rates per candidate
+    assert len(h["trials"]) == 6
+    assert "no trial beat its probe" in h["fine_tune_skipped"]
+    assert len(record) == 6  # the trials only: no final run
+    assert "stopped: clearly below its probe" in h["trials_table"]
+    assert np.allclose(logits_of(trained.model, d), probe_decision(d, 5), atol=1e-3)
 
 
-def test_the_fine_tuning_budget_counts_steps():
-    # 24 images in batches of 32: rounds of 10 steps (320 images), at least 50 steps
-    assert _rounds(24, 32, epochs=5, min_steps=MIN_STEPS) == (ROUND_STEPS * 32, 5)
-    assert _rounds(24, 32, epochs=1, min_steps=MIN_STEPS) == (320, 5)
-    assert _rounds(24, 32, epochs=1, min_steps=1) == (320, 1)
-    # 20,000 images: a round is an epoch (625 steps), the epochs given are the budget
-    assert _rounds(20_000, 32, epochs=5, min_steps=MIN_STEPS) == (20_000, 5)
-    assert _rounds(20_000, 32, epochs=2, min_steps=MIN_STEPS) == (20_000, 2)
+def test_flips_that_change_the_class_are_left_out(tmp_path, tmp_cache):
+    """Scanned digits (scikit-learn's, real scans): a mirrored 2, 3, 5 or 7 is no longer
+    that digit, so the measured augmentation leaves flips out; photos keep them."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    for i, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
+        if label in (2, 3, 5, 7) and i < 600:
+            folder = tmp_path / "digits" / str(label)
+            folder.mkdir(parents=True, exist_ok=True)
+            pixels = (image / 16 * 255).astype(np.uint8)
+            Image.fromarray(pixels, "L").resize((48, 48)).save(folder / f"{i}.png")
+    d = tl.diagnose(tmp_path / "digits", image_size=48, progress=False, device="cpu")
+    y = d.features.train_labels
+    fit, held = (np.asarray(r) for r in tl.stratified_split(y.tolist(), 1 / 3, 0))
+    augment, why = project._choose_augment(d, fit, held, "cpu")
+    assert augment in ("crop", "none") and "flips left out" in why, why
+
+
+def test_photos_keep_their_flips(folder, found):
+    y = found.features.train_labels
+    fit, held = (np.asarray(r) for r in tl.stratified_split(y.tolist(), 1 / 3, 0))
+    augment, why = project._choose_augment(found, fit, held, "cpu")
+    assert augment == "crop_flip", why
 
 
 def test_an_unknown_strategy_is_refused(folder):

@@ -27,7 +27,7 @@ LR_LADDER: tuple[float, ...] = tuple(
 @dataclass(frozen=True)
 class LRChoice:
     """The chosen rate, every rate's held-out score, and whether the chosen rate is
-    still at an edge of what was tried (the ladder or ``max_widen`` ran out)."""
+    still at an edge of what was tried, the ladder or ``max_widen`` run out (chapters 2-5)."""
 
     lr: float
     scores: dict[float, float]
@@ -42,7 +42,7 @@ class LRChoice:
 
 def on_ladder(lr: float, ladder: Sequence[float] = LR_LADDER) -> float:
     """The ladder's value for ``lr`` (3e-4 written as 0.0003 or 3e-4 alike), or an
-    error that names the ladder."""
+    error that names the ladder (chapters 2-5)."""
     for value in ladder:
         if math.isclose(lr, value):
             return float(value)

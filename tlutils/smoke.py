@@ -58,7 +58,7 @@ T = TypeVar("T")
 
 
 def cap() -> int | None:
-    """The images per class of the smoke test (``TLUTILS_SMOKE_CAP``), or None (tests)."""
+    """The images per class of the smoke test (``TLUTILS_SMOKE_CAP``), or None (tests) (all chapters)."""
     value = os.environ.get(SMOKE_ENV, "").strip()
     if not value:
         return None
@@ -70,7 +70,7 @@ def cap() -> int | None:
 
 def limit_per_class(targets: Sequence[int]) -> list[int] | None:
     """Under the cap: the positions of the first ``N`` items of every class, in order;
-    without it, None (nothing to drop) (tests)."""
+    without it, None (nothing to drop) (tests) (all chapters)."""
     n = cap()
     if n is None:
         return None
@@ -84,13 +84,13 @@ def limit_per_class(targets: Sequence[int]) -> list[int] | None:
 
 
 def epochs(n: int) -> int:
-    """``n`` epochs; under the cap at most :data:`EPOCHS` (tests)."""
+    """``n`` epochs; under the cap at most :data:`EPOCHS` (tests) (all chapters)."""
     return n if cap() is None else min(n, EPOCHS)
 
 
 def batches(loader: Iterable[T]) -> Iterator[T]:
     """The ``(inputs, targets)`` batches of ``loader``; under the cap only the first
-    :data:`BATCHES`, each cut to its first :data:`BATCH_IMAGES` items (tests)."""
+    :data:`BATCHES`, each cut to its first :data:`BATCH_IMAGES` items (tests) (all chapters)."""
     if cap() is None:
         return iter(loader)
     return ((x[:BATCH_IMAGES], y[:BATCH_IMAGES]) for x, y in islice(loader, BATCHES))

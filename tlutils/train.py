@@ -237,7 +237,8 @@ def _grad_scaler(device: torch.device, enabled: bool):
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """Where a model's parameters (or buffers) are; the CPU for a model without any."""
+    """Where a model's parameters (or buffers) are; the CPU for a model without any
+    (chapter 2)."""
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")
@@ -467,7 +468,8 @@ def step_seconds(
 ) -> float:
     """Seconds of one training step of :func:`fit` (the same autocast, loss scaling and
     synchronisation) on ``batch_size`` random images, on a copy of ``model``; timed over
-    ``steps`` steps after an untimed epoch of warm-up (chapter 5's time estimates)."""
+    ``steps`` steps after an untimed epoch of warm-up: ``diagnose``'s time estimate
+    (chapter 5)."""
     device = torch.device(device) if device is not None else get_device()
     model = copy.deepcopy(model)
     x = torch.randn(batch_size, 3, image_size, image_size)
