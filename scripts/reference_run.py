@@ -31,7 +31,7 @@ One thread by default (``--threads``). The arms (:data:`ARMS`), on chapter 3's l
 * flowers (case 3): the two probes, the top 3 stages, the whole body;
 * chapter 2: the network from scratch (ants and bees at 96 px, all 244 training images;
   EuroSAT at 64 px, 25 per class) with its own rate, BatchNorm statistics updated, 30
-  epochs, against the probes (96 and 224 px; 128 px).
+  epochs, against the probes (96 and 224 px; 64 px, the same resolution, and 128 px).
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ ARMS: tuple[Arm, ...] = (
 CASE = {"eurosat": 4, "flowers": 3}
 CH2 = {  # chapter 2's two scratch arms: dataset -> sizes (None: every image)
     "hymenoptera": {"image_size": 96, "epochs": 30, "per_class": None, "probes": (96, 224)},
-    "eurosat": {"image_size": 64, "epochs": 30, "per_class": 25, "probes": (128,)},
+    "eurosat": {"image_size": 64, "epochs": 30, "per_class": 25, "probes": (64, 128)},
 }  # fmt: skip
 SCRATCH = REFERENCE.replace(head="random", bn_stats="update_unfrozen", epochs=30)
 CH2_GRID = (1e-3, 3e-3, 1e-2)
@@ -594,6 +594,7 @@ PAIRS = [  # (arm A, arm B): the comparisons --table prints by the verdict rule
     ("ch4/eurosat/warm_large_lr", "ch4/eurosat/cold_large_lr"),
     ("ch2/hymenoptera/probe_96", "ch2/hymenoptera/scratch"),
     ("ch2/hymenoptera/probe_224", "ch2/hymenoptera/scratch"),
+    ("ch2/eurosat/probe_64", "ch2/eurosat/scratch"),
     ("ch2/eurosat/probe_128", "ch2/eurosat/scratch"),
 ]
 
