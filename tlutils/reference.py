@@ -40,6 +40,8 @@ __all__ = [
     "to_bits",
     "from_bits",
     "append_run",
+    "RESULTS_URL",
+    "results_file",
     "load_reference",
     "runs_of",
     "summary",
@@ -132,6 +134,38 @@ def append_run(path: str | Path, row: dict[str, Any]) -> None:
         f.write(line.encode())
         f.flush()
         os.fsync(f.fileno())
+
+
+RESULTS_URL = (
+    "https://raw.githubusercontent.com/tl-course/transfer-learning-with-pytorch/"
+    "main/results/reference.jsonl"
+)
+"""Where the committed reference results are published (the repository of ``_config.yml``;
+a test checks that both agree)."""
+
+
+def results_file(local: str | Path = "../results/reference.jsonl") -> Path:
+    """The reference results (chapters 2-4): ``local`` in a clone of the course's
+    repository (the notebooks' folder is beside ``results/``), or, where there is none
+    (Colab), the published file, downloaded once into the tlutils cache."""
+    local = Path(local)
+    if local.is_file():
+        return local
+    import pooch
+
+    from .data import cache_dir
+
+    try:
+        return Path(
+            pooch.retrieve(RESULTS_URL, known_hash=None, fname="reference.jsonl",
+                           path=cache_dir() / "results", progressbar=False)
+        )  # fmt: skip
+    except Exception as err:  # offline, or the address moved
+        raise FileNotFoundError(
+            f"No reference results at {local.resolve()}, and downloading {RESULTS_URL} "
+            f"failed ({type(err).__name__}). Clone the course's repository and run the "
+            "notebook from its notebooks/ folder."
+        ) from err
 
 
 def _decoded(row: dict[str, Any]) -> dict[str, Any]:
