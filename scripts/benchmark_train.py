@@ -9,6 +9,8 @@ Seconds are printed, not asserted: they depend on the machine and on what else r
 
     python scripts/benchmark_train.py                 # the digits at 64 px
     python scripts/benchmark_train.py --folder my_photos --image-size 160
+    python scripts/benchmark_train.py --held-out eurosat      # issue 31's EuroSAT folder
+    python scripts/benchmark_train.py --held-out hymenoptera  # the ants and bees
 """
 
 from __future__ import annotations
@@ -48,12 +50,115 @@ def tlutils_command() -> str:
     return found
 
 
+def eurosat_folders(
+    root: Path, per_class: int = 300, held_out: int = 100
+) -> tuple[Path, Path]:
+    """A new user's EuroSAT: ``root/train/<class>`` with ``per_class`` tiles per class
+    and ``root/test/<class>`` with ``held_out`` other tiles, drawn from the mirror with a
+    seed of their own (not chapter 3's draw)."""
+    import random
+
+    import tlutils as tl
+
+    source = tl.dataset_dir("eurosat")
+    for name in sorted(d.name for d in source.iterdir() if d.is_dir()):
+        files = sorted(p for p in (source / name).iterdir() if p.suffix == ".jpg")
+        random.Random(2026).shuffle(files)
+        for part, chosen in [("train", files[:per_class]),
+                             ("test", files[per_class:per_class + held_out])]:  # fmt: skip
+            (root / part / name).mkdir(parents=True, exist_ok=True)
+            for f in chosen:
+                shutil.copy(f, root / part / name / f.name)
+    return root / "train", root / "test"
+
+
+def hymenoptera_folders(root: Path) -> tuple[Path, Path]:
+    """The ants and bees: all training images in a flat folder (``train`` splits it
+    into its own train and validation parts), the official validation images held out."""
+    import tlutils as tl
+
+    source = tl.dataset_dir("hymenoptera")
+    shutil.copytree(source / "train", root / "train")
+    shutil.copytree(source / "val", root / "test")
+    return root / "train", root / "test"
+
+
+def run_command(argv: list[str], cache: Path) -> float:
+    """Seconds of one ``tlutils`` command in a process of its own, as in a terminal."""
+    env = {**os.environ, "TLUTILS_CACHE": str(cache)}
+    start = time.perf_counter()
+    subprocess.run([tlutils_command(), *argv, "--quiet"], env=env, check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
+    return time.perf_counter() - start
+
+
+def held_out_report(name: str, train: Path, test: Path, size: int, tmp: Path) -> None:
+    """``diagnose``, ``train`` (defaults) and the two probes on ``train``; every saved
+    model scored on the held-out ``test`` images and compared by the verdict rule."""
+    import numpy as np
+
+    import tlutils as tl
+    from tlutils.verdict import compare
+
+    cache = tmp / f"cache_{name}"
+    common = ["--image-size", str(size)]
+    seconds = {"diagnose": run_command(["diagnose", str(train), *common], cache)}
+    models = {}
+    for strategy in ("auto", "cut_probe", "linear_probe"):
+        out = tmp / f"{name}_{strategy}.pt"
+        argv = ["train", str(train), *common, "--out", str(out), "--strategy", strategy]
+        seconds[f"train ({strategy})"] = run_command(argv, cache)
+        models[strategy] = out
+    scored = {s: tl.evaluate_folder(m, test) for s, m in models.items()}
+    right = {
+        s: np.asarray(e.true) == np.asarray(e.predicted) for s, e in scored.items()
+    }
+    trained = tl.load_model(models["auto"])
+    h = trained.history
+    print(
+        f"\n## {name}: {train} ({sum(1 for _ in train.rglob('*.*'))} files), {size} px"
+    )
+    for what, s in seconds.items():
+        print(f"- {what}: {s:.0f} s")
+    print(
+        f"- train (auto) / diagnose: {seconds['train (auto)'] / seconds['diagnose']:.1f}x"
+    )
+    print(f"- trained: {h['strategy']}; kept: "
+          + (h["fine_tune_skipped"] or h["fine_tune_not_kept"]
+             or f"the fine-tune ({h.get('recipe', {}).get('lr', '-')} lr)"))  # fmt: skip
+    if h.get("trials_table"):
+        print(h["trials_table"])
+    print(h["epochs_table"])
+    for s, e in scored.items():
+        print(f"- {s} on {len(e.files)} held-out images: accuracy {e.accuracy:.3f}")
+    for probe in ("cut_probe", "linear_probe"):
+        v = compare(right["auto"], right[probe])
+        print(f"- {v.sentence('tlutils train', probe.replace('_', ' '))}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", help="a class folder (default: the digits)")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--strategy", default="auto")
+    parser.add_argument(
+        "--held-out",
+        choices=["eurosat", "hymenoptera"],
+        help="instead: issue 31's folders with held-out images (EuroSAT 300 tiles per "
+        "class at 128 px, 100 held out; the ants and bees at 160 px, their official "
+        "validation images held out), each trained and compared with both probes",
+    )
     args = parser.parse_args()
+    if args.held_out:
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            make = (
+                eurosat_folders if args.held_out == "eurosat" else hymenoptera_folders
+            )
+            size = 128 if args.held_out == "eurosat" else 160
+            train, test = make(root / args.held_out)
+            held_out_report(args.held_out, train, test, size, root)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.folder) if args.folder else digits_folder(Path(tmp) / "d")
         n = sum(1 for p in folder.rglob("*") if p.is_file())

@@ -352,7 +352,10 @@ def test_cached_maps_and_train_top(lite0_pretrained, tmp_path, monkeypatch) -> N
     pooled_final = flat[:, sum(channels[:8]) : sum(channels)]
     maps5 = flat[:, sum(channels) : sum(channels) + 112 * 16].reshape(-1, 112, 4, 4)
     head = tl.probe.probe_head(pooled_final.numpy(), labels.numpy())
-    top = cases.train_top(lite0_pretrained, 5, maps5, labels, head, [], 1, 1e-4)
+    quick = cases.QUICK.replace(epochs=1, batch_size=32)
+    top = cases.train_top(
+        lite0_pretrained, 5, maps5, labels, head, quick.replace(stages=())
+    )
     model = tl.replace_head(
         tl.create_model(pretrained=True), 3, head=torch.nn.Linear(1280, 3)
     )
@@ -364,12 +367,9 @@ def test_cached_maps_and_train_top(lite0_pretrained, tmp_path, monkeypatch) -> N
         (model(images).argmax(1) == labels).tolist()
     )
     assert cases.top_accuracy(top, maps5, labels) == right.mean()
-    trained = cases.train_top(
-        lite0_pretrained, 5, maps5, labels, head, [7, 8], 1, 1e-3, seed=0
-    )
-    again = cases.train_top(
-        lite0_pretrained, 5, maps5, labels, head, [7, 8], 1, 1e-3, seed=0
-    )
+    recipe = quick.replace(stages=(7, 8), lr=1e-3)
+    trained = cases.train_top(lite0_pretrained, 5, maps5, labels, head, recipe, seed=0)
+    again = cases.train_top(lite0_pretrained, 5, maps5, labels, head, recipe, seed=0)
     w = trained.state_dict()["blocks.6.0.conv_pw.weight"]
     assert torch.equal(w, again.state_dict()["blocks.6.0.conv_pw.weight"])
     assert not torch.equal(
@@ -380,7 +380,9 @@ def test_cached_maps_and_train_top(lite0_pretrained, tmp_path, monkeypatch) -> N
         lite0_pretrained.state_dict()["blocks.5.0.conv_pw.weight"],
     )
     with pytest.raises(ValueError, match="above the cached bottom"):
-        cases.train_top(lite0_pretrained, 6, maps5, labels, head, [6, 7], 1, 1e-3)
+        cases.train_top(
+            lite0_pretrained, 6, maps5, labels, head, recipe.replace(stages=(6, 7))
+        )
     assert np.asarray(dataset.tensors[1]).shape == (6,)
 
 
@@ -405,14 +407,15 @@ def test_fine_tune_score_reads_a_repeated_run_from_the_cache(
     train_top = cases.train_top
 
     def counted(*args, **kwargs):
-        calls.append(args[7])  # the learning rate
+        calls.append(args[5].lr)  # the recipe's learning rate
         return train_top(*args, **kwargs)
 
     monkeypatch.setattr(cases, "train_top", counted)
 
     def run(lr=1e-3, inputs=maps6):
+        recipe = cases.QUICK.replace(stages=(7, 8), epochs=1, lr=lr)
         return cases.fine_tune_score(
-            lite0_pretrained, 6, inputs, labels, head, [7, 8], 1, lr, score
+            lite0_pretrained, 6, inputs, labels, head, recipe, score
         )
 
     def same(a, b) -> bool:

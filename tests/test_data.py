@@ -5,7 +5,7 @@ from helpers import write_image
 from torch.utils.data import Subset
 
 import tlutils as tl
-from tlutils import data as tld
+from tlutils import datasets as tld
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

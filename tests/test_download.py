@@ -19,7 +19,7 @@ from helpers import load_script
 from PIL import Image
 
 import tlutils as tl
-from tlutils import data as tld
+from tlutils import datasets as tld
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"

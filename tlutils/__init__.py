@@ -4,7 +4,8 @@ Each module holds one idea; every function's docstring names the chapter that te
 Modules and names load on first use (``tl.fit`` imports :mod:`tlutils.train`).
 
 * :mod:`tlutils.models`: pretrained models (offline EfficientNet-Lite0), heads, freezing.
-* :mod:`tlutils.data`: the course datasets, offline mirror, splits, transforms, loaders.
+* :mod:`tlutils.datasets`: the course's datasets: mirror, download, checks.
+* :mod:`tlutils.data`: folders of images, splits, transforms, loaders.
 * :mod:`tlutils.train`: the one training loop (``fit``), optimisers, evaluation, device, seeding.
 * :mod:`tlutils.stages`: one numbering of the stages of a network (0 = stem ... 8 = head conv).
 * :mod:`tlutils.features`: frozen-backbone features, extracted once and cached.
@@ -38,6 +39,7 @@ _SUBMODULES = (
     "checks",
     "cli",
     "data",
+    "datasets",
     "diagnosis",
     "features",
     "finetune",
@@ -66,12 +68,12 @@ _ATTRIBUTES = {
     "load_exported": "checkpoint",
     "load_model": "checkpoint",
     "save_model": "checkpoint",
-    "DATASETS": "data",
+    "DATASETS": "datasets",
     "ImageFolder": "data",
     "classes_of": "data",
     "create_loader": "data",
     "create_transform": "data",
-    "dataset_dir": "data",
+    "dataset_dir": "datasets",
     "is_split_folder": "data",
     "load_dataset": "data",
     "load_image_folder": "data",
@@ -79,7 +81,7 @@ _ATTRIBUTES = {
     "stratified_split": "data",
     "subsample_per_class": "data",
     "targets_of": "data",
-    "verify_mirror": "data",
+    "verify_mirror": "datasets",
     "diagnose": "diagnosis",
     "scan_folder": "diagnosis",
     "extract_features": "features",

@@ -29,18 +29,19 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from .cache import atomic_write_text, digest
 from .data import (
-    cache_dir,
     create_transform,
     load_dataset,
     stratified_split,
     subsample_per_class,
 )
+from .datasets import cache_dir
 from .features import extract_features, stage_features
 from .models import create_model, freeze, replace_head
+from .recipe import REFERENCE, Recipe
 from .rule import (
     SMALL_MAX_PER_CLASS,
     STRATEGIES,
@@ -78,7 +79,7 @@ __all__ = [
     "N_RESIZED",
     "MAP_STAGES",
     "top_stages",
-    "FINE_TUNE_DECAY",
+    "QUICK",
     "train_top",
     "resized_cell",
     "selection_split",
@@ -459,40 +460,42 @@ def top_stages(k: int) -> list[int]:
     return list(range(NUM_STAGES - k, NUM_STAGES))
 
 
-FINE_TUNE_DECAY = 0.5
-"""Each stage's learning rate over the rate of the stage above it in chapter 3's recipe."""
+QUICK = REFERENCE.replace(augment="none")
+"""The course's recipe as chapter 3's quick run uses it on cached maps: the same recipe
+(:data:`tlutils.recipe.REFERENCE`), no augmentation (the cached maps are of the plain
+images); the notebook sets the stages, the epochs and the rate."""
+
+
+def _as_dataset(inputs, labels) -> Dataset:
+    """Cached tensors with their labels as a dataset, or a dataset as it is."""
+    if isinstance(inputs, Dataset):
+        return inputs
+    return TensorDataset(inputs, torch.as_tensor(np.asarray(labels)))
 
 
 def train_top(
     model: nn.Module,
     bottom_stage: int | None,
-    inputs: torch.Tensor,
-    labels: torch.Tensor | np.ndarray,
+    inputs: torch.Tensor | Dataset,
+    labels: torch.Tensor | np.ndarray | None,
     head: nn.Module,
-    stages: list[int],
-    epochs: int,
-    lr: float,
+    recipe: Recipe,
     seed: int = 0,
-    batch_size: int = 32,
-    decay: float = FINE_TUNE_DECAY,
     device: torch.device | str | None = None,
 ) -> nn.Module:
-    """Phase 2 of the recipe: fine-tune the top ``stages`` above a frozen bottom (chapter 3).
+    """Phase 2 of the recipe: fine-tune the recipe's stages above a frozen bottom (chapter 3).
 
     ``inputs`` are the cached outputs of the frozen bottom (stages 0 to ``bottom_stage``,
-    :func:`tlutils.stages.split_at_stage`) for the training images, or the images
-    themselves with ``bottom_stage=None`` (nothing cached; any stage can train).
-    ``head`` is the warmed-up head (:func:`probe_head`, phase 1), copied. The ``stages``
-    and the head train with :func:`tlutils.finetune.fine_tune` (Adam): the head at
-    ``lr``, each stage below at ``decay`` times the rate above (discriminative rates,
-    chapter 4), BatchNorm statistics fixed; other stages stay frozen. With no
-    ``stages`` the top is returned untrained (the probe). Seeded.
+    :func:`tlutils.stages.split_at_stage`) for the training images with their
+    ``labels``, or (``bottom_stage=None``) a dataset of the images themselves, e.g. with
+    the recipe's augmentation. ``head`` is the warm head (:func:`tlutils.probe.
+    probe_head`, phase 1), copied. The course's one recipe runs it
+    (:func:`tlutils.recipe.run`: ``recipe.stages`` and the head train, the rest stays
+    frozen); with no stages the top is returned untrained (the probe). Seeded.
     """
-    from torch.utils.data import DataLoader, TensorDataset
+    from .recipe import run
 
-    from .finetune import fine_tune
-    from .train import seed_everything
-
+    stages = list(recipe.stages or [])
     if bottom_stage is None:
         top = copy.deepcopy(model)
     else:
@@ -502,31 +505,11 @@ def train_top(
                 f"{bottom_stage}); cache a lower stage or pass the images."
             )
         _, top = split_at_stage(model, bottom_stage)
-    head = copy.deepcopy(head)
-    replace_head(top, head.out_features, head=head)
-    if not stages:
+    replace_head(top, head.out_features, head=copy.deepcopy(head))
+    if not stages and recipe.stages is not None:
         return freeze(top).eval()
-    seed = int(seed)
-    seed_everything(seed)
-    loader = DataLoader(
-        TensorDataset(inputs, torch.as_tensor(np.asarray(labels))),
-        batch_size=batch_size,
-        shuffle=True,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    fine_tune(
-        top,
-        loader,
-        None,
-        epochs=epochs,
-        lr=lr,
-        decay=decay,
-        stages=list(stages),
-        bn_stats="fixed",
-        keep_best=False,
-        device=device,
-        progress=False,
-    )
+    run(recipe.replace(head="keep"), top, _as_dataset(inputs, labels), seed=int(seed),
+        device=device, num_workers=0, progress=False)  # fmt: skip
     return top.eval()
 
 
@@ -580,16 +563,12 @@ def _read_run(path: Path, n_images: int) -> tuple[np.ndarray, float] | None:
 def fine_tune_score(
     model: nn.Module,
     bottom_stage: int | None,
-    inputs: torch.Tensor,
-    labels: torch.Tensor | np.ndarray,
+    inputs: torch.Tensor | Dataset,
+    labels: torch.Tensor | np.ndarray | None,
     head: nn.Module,
-    stages: list[int],
-    epochs: int,
-    lr: float,
+    recipe: Recipe,
     score: tuple[torch.Tensor, torch.Tensor | np.ndarray],
     seed: int = 0,
-    batch_size: int = 32,
-    decay: float = FINE_TUNE_DECAY,
     device: torch.device | str | None = None,
 ) -> tuple[np.ndarray, float]:
     """:func:`train_top`, then :func:`top_correct` on ``score = (inputs, labels)``
@@ -604,15 +583,15 @@ def fine_tune_score(
     from .train import get_device
 
     device = torch.device(device) if device is not None else get_device()
-    args = (model, bottom_stage, inputs, labels, head, stages, epochs, lr)
-    settings = {"seed": int(seed), "batch_size": batch_size, "decay": decay}
-    key = _run_key(*args, score, settings, device.type)
+    data = _identity(inputs) if isinstance(inputs, Dataset) else (inputs, labels)
+    key = _run_key(model, bottom_stage, data, head, recipe.settings(), score,
+                   int(seed), device.type)  # fmt: skip
     path = cache_dir() / "results" / f"{key}.json"
     stored = _read_run(path, len(score[1]))
     if stored is not None:
         return stored
     start = time.perf_counter()
-    top = train_top(*args, device=device, **settings)
+    top = train_top(model, bottom_stage, inputs, labels, head, recipe, seed, device)
     seconds = time.perf_counter() - start
     correct = top_correct(top, *score, device=device)
     bits = "".join("1" if c else "0" for c in correct)
@@ -621,9 +600,18 @@ def fine_tune_score(
     return correct, seconds
 
 
+def _identity(dataset: Dataset) -> list:
+    """What a dataset of images is, for a cache key: its files and labels, in order,
+    and every step of its transform with its settings."""
+    from .features import _describe_transform, _samples
+
+    samples, transform = _samples(dataset)
+    return [samples, _describe_transform(transform)]
+
+
 def _run_key(*parts: Any) -> str:
     """A digest of the training code (:func:`tlutils.recipe.code_digest`), torch's
     version and the run's tensors, weights and settings (:func:`tlutils.cache.digest`)."""
     from .recipe import code_digest
 
-    return digest(torch.__version__, code_digest([train_top]), *parts)
+    return digest(torch.__version__, code_digest([train_top, _as_dataset]), *parts)

@@ -32,7 +32,6 @@ from . import smoke
 from .cache import atomic_write_text
 from .data import (
     DatasetSplits,
-    cache_dir,
     create_transform,
     image_files,
     is_image_file,
@@ -40,6 +39,7 @@ from .data import (
     load_image_folder,
     targets_of,
 )
+from .datasets import cache_dir
 from .features import stage_features
 from .models import create_model, data_config, imagenet_classes, replace_head
 from .probe import StageChoice, choose_stage, fit_probe

@@ -11,7 +11,6 @@ files, the labels and the preprocessing: change any of them and the cache is not
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 from collections.abc import Sequence
 
@@ -20,8 +19,9 @@ from torch import nn
 from torch.utils.data import Dataset, Subset, TensorDataset
 from tqdm.auto import tqdm
 
-from .cache import atomic_write
-from .data import cache_dir, create_loader
+from .cache import atomic_write, digest
+from .data import create_loader
+from .datasets import cache_dir
 from .train import _autocast, amp_dtype, get_device
 
 __all__ = [
@@ -178,14 +178,6 @@ def feature_cache_key(backbone: nn.Module, dataset: Dataset, extra: str = "") ->
     unknown steps raises ``ValueError`` (:func:`check_cacheable_transform`), and so
     does a ``target_transform``: the cached labels would not follow a change to it.
     """
-    digest = hashlib.sha256()
-    digest.update(type(backbone).__name__.encode())
-    digest.update(
-        repr(backbone).encode()
-    )  # the structure, e.g. where a wrapper cuts the network
-    for name, tensor in backbone.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     samples, transform = _samples(dataset)
     check_cacheable_transform(transform)
     if _target_transform(dataset) is not None:
@@ -194,12 +186,13 @@ def feature_cache_key(backbone: nn.Module, dataset: Dataset, extra: str = "") ->
             "into: change it and stale labels would be reused. Remove it (map the "
             "labels after extracting), or pass cache=False to extract without a cache."
         )
-    digest.update(_describe_transform(transform).encode())
+    files = []
     for path, label in samples:
         stat = os.stat(path)
-        digest.update(f"{path}|{label}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    digest.update(extra.encode())
-    return digest.hexdigest()[:32]
+        files.append(f"{path}|{label}|{stat.st_size}|{stat.st_mtime_ns}")
+    # the structure (e.g. where a wrapper cuts the network) is in the repr
+    return digest(type(backbone).__name__, repr(backbone), backbone,
+                  _describe_transform(transform), files, extra)  # fmt: skip
 
 
 def _default_batch_size(dataset: Dataset, device: torch.device) -> int:

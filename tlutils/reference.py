@@ -153,7 +153,7 @@ def results_file(local: str | Path = "../results/reference.jsonl") -> Path:
         return local
     import pooch
 
-    from .data import cache_dir
+    from .datasets import cache_dir
 
     try:
         return Path(
