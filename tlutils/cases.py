@@ -42,6 +42,7 @@ from .datasets import cache_dir
 from .features import extract_features, stage_features
 from .models import create_model, freeze, replace_head
 from .recipe import REFERENCE, Recipe
+from .reference import from_bits, to_bits
 from .rule import (
     SMALL_MAX_PER_CLASS,
     STRATEGIES,
@@ -557,7 +558,7 @@ def _read_run(path: Path, n_images: int) -> tuple[np.ndarray, float] | None:
     except (ValueError, KeyError, TypeError):  # damaged: run again, never trust
         path.unlink(missing_ok=True)
         return None
-    return np.frombuffer(bits.encode(), dtype=np.uint8) == ord("1"), seconds
+    return from_bits(bits), seconds
 
 
 def fine_tune_score(
@@ -594,8 +595,8 @@ def fine_tune_score(
     top = train_top(model, bottom_stage, inputs, labels, head, recipe, seed, device)
     seconds = time.perf_counter() - start
     correct = top_correct(top, *score, device=device)
-    bits = "".join("1" if c else "0" for c in correct)
-    record = {"accuracy": float(correct.mean()), "seconds": seconds, "correct": bits}
+    record = {"accuracy": float(correct.mean()), "seconds": seconds,
+              "correct": to_bits(correct)}  # fmt: skip
     atomic_write_text(path, json.dumps(record))
     return correct, seconds
 
