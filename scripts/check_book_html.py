@@ -13,11 +13,18 @@ chromedriver, and fails (exit 1) on:
   local resources that failed to load);
 * code that scrolls sideways: any ``<pre>`` block (code, or a notebook cell's printed output)
   whose content is wider than the block at a normal desktop window (1280 px), so that a reader
-  would have to scroll to see the end of a line.
+  would have to scroll to see the end of a line;
+* formulas left raw: a formula of the source (Sphinx's ``class="math"`` elements) that
+  MathJax did not typeset (no ``<mjx-container>`` in it, e.g. because MathJax loads from
+  a CDN and the browser is offline), or TeX visible in the page's text outside code
+  (``\\(``, ``\\[``, ``$\\ln 5``, ``\\frac``): the reader would see the TeX source.
+
+The static part (also ``--no-browser``) fails on a page with formulas whose MathJax
+script is missing or loads from another host, since its formulas stay raw offline.
 
 ``--screenshots DIR`` also saves a full-page screenshot of every page (for a human read).
 
-Resources from other hosts (CDNs: MathJax, thebe, badges) cannot load offline: their failures are
+Resources from other hosts (CDNs: thebe, badges) cannot load offline: their failures are
 listed as warnings and do not fail the check. By default the browser resolves no host name at all
 (``--host-resolver-rules``), so the result is the same with or without a network; pass
 ``--allow-network`` to let external resources load.
@@ -69,13 +76,16 @@ OFFLINE_ARG = "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"
 
 
 class _PageParser(HTMLParser):
-    """Collects ids/names (anchor targets), link hrefs, image srcs and a meta-refresh target."""
+    """Collects ids/names (anchor targets), link hrefs, image srcs, script srcs,
+    formulas and a meta-refresh target."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.ids: set[str] = set()
         self.links: list[str] = []
         self.images: list[str] = []
+        self.scripts: list[str] = []
+        self.math = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: (v or "") for k, v in attrs}
@@ -83,6 +93,10 @@ class _PageParser(HTMLParser):
             self.ids.add(a["id"])
         if tag == "a" and a.get("name"):
             self.ids.add(a["name"])
+        if "math" in a.get("class", "").split():
+            self.math += 1
+        if tag == "script" and a.get("src"):
+            self.scripts.append(a["src"])
         if tag == "a" and "href" in a:
             self.links.append(a["href"])
         elif tag == "img" and a.get("src"):
@@ -102,14 +116,19 @@ class PageInfo:
     ids: set[str] = field(default_factory=set)
     links: list[str] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
+    scripts: list[str] = field(default_factory=list)
+    math: int = 0  # elements with class "math": the formulas MathJax is to typeset
 
 
 def parse_page(html: str) -> PageInfo:
-    """Parse one HTML document into its anchor ids, link hrefs and image srcs."""
+    """Parse one HTML document into its anchor ids, link hrefs, image and script srcs
+    and its number of formulas."""
     p = _PageParser()
     p.feed(html)
     p.close()
-    return PageInfo(ids=p.ids, links=p.links, images=p.images)
+    return PageInfo(
+        ids=p.ids, links=p.links, images=p.images, scripts=p.scripts, math=p.math
+    )
 
 
 class Site:
@@ -217,8 +236,34 @@ class PageResult:
     warnings: list[str] = field(default_factory=list)
 
 
+_MATHJAX_SCRIPT = re.compile(r"mathjax|(?:^|/)tex-[\w-]*\.js$", re.IGNORECASE)
+
+
+def mathjax_problem(site: Site, page: str, info: PageInfo) -> str | None:
+    """Why the formulas of ``page`` would stay raw offline, or None: a page with
+    formulas needs a MathJax script served by the site itself."""
+    if not info.math:
+        return None
+    scripts = [
+        src for src in info.scripts if _MATHJAX_SCRIPT.search(urlsplit(src).path)
+    ]
+    if not scripts:
+        return f"{info.math} formula(s) but no MathJax script: they stay raw"
+    for src in scripts:
+        target = resolve(page, src)
+        if target is None:
+            return (
+                f"{info.math} formula(s), but MathJax loads from another host ({src}): "
+                "they stay raw offline; serve it from _static (mathjax_path)"
+            )
+        if site.file_for(target[0]) is None:
+            return f"{info.math} formula(s), but the MathJax script is missing: {src}"
+    return None
+
+
 def static_check(site: Site, pages: list[str]) -> list[PageResult]:
-    """Link/anchor check of ``pages`` from the HTML files alone (no browser): links and local images."""
+    """Check of ``pages`` from the HTML files alone (no browser): links, local images
+    and where MathJax comes from."""
     results = []
     for page in pages:
         info = site.page(page)
@@ -232,6 +277,8 @@ def static_check(site: Site, pages: list[str]) -> list[PageResult]:
                 r.warnings.append(f"external image {src} (not checked)")
             elif site.file_for(target[0]) is None:
                 r.errors.append(f"image file missing: {src}")
+        if (msg := mathjax_problem(site, page, info)) is not None:
+            r.errors.append(msg)
         results.append(r)
     return results
 
@@ -336,6 +383,62 @@ return Array.from(document.querySelectorAll('pre'))
 """
 
 
+# Wait until MathJax has typeset the page (or say why it cannot), then report every
+# formula without MathJax output and the page's text outside code and formulas.
+_MATHJAX_JS = """
+const done = arguments[arguments.length - 1];
+const mj = window.MathJax;
+if (!document.querySelector('.math')) { done('no formulas'); return; }
+if (!(mj && mj.startup && mj.startup.promise)) { done('MathJax did not load'); return; }
+mj.startup.promise.then(() => done('typeset'), e => done('MathJax failed: ' + e));
+"""
+_RAW_MATH_JS = """
+const raw = Array.from(document.querySelectorAll('.math'))
+  .filter(m => !m.querySelector('mjx-container'))
+  .map(m => m.textContent.trim().replace(/\\s+/g, ' ').slice(0, 80));
+const text = document.body.cloneNode(true);
+text.querySelectorAll(
+  'pre, code, kbd, samp, script, style, textarea, mjx-container, .math'
+).forEach(e => e.remove());
+return [raw, text.textContent];
+"""
+#: TeX in a page's text: math delimiters, or a dollar sign or backslash before a TeX
+#: command (``$\ln 5``, ``\frac``), i.e. a formula that nothing typeset.
+RAW_TEX = re.compile(
+    r"\\[(\[]|\$\$|\$[^$\n]{0,80}?\\[A-Za-z]+"
+    r"|\\(?:frac|ln|log|exp|sqrt|sum|prod|mathrm|mathbf|text|cdot|times|leq?|geq?"
+    r"|alpha|beta|gamma|lambda|sigma|mu|pm|approx)(?![A-Za-z])"
+)
+
+
+def raw_tex(text: str, context: int = 30) -> list[str]:
+    """Snippets of ``text`` around TeX that was left raw (at most five)."""
+    found = []
+    for m in RAW_TEX.finditer(text):
+        snippet = text[max(0, m.start() - context) : m.end() + context]
+        found.append(" ".join(snippet.split()))
+    return list(dict.fromkeys(found))[:5]
+
+
+def formula_errors(driver, timeout: float = 30) -> list[str]:
+    """Formulas left raw on the page open in ``driver``: MathJax output missing, or TeX
+    visible in the text outside code."""
+    driver.set_script_timeout(timeout)
+    try:
+        state = driver.execute_async_script(_MATHJAX_JS)
+    except Exception as e:  # noqa: BLE001 - a timeout or a script error: report it
+        state = f"MathJax did not finish within {timeout:g} s ({type(e).__name__})"
+    raw, text = driver.execute_script(_RAW_MATH_JS)
+    errors = []
+    if raw:
+        shown = "; ".join(repr(r) for r in list(dict.fromkeys(raw))[:3])
+        errors.append(
+            f"{len(raw)} formula(s) left raw, without MathJax output ({state}): {shown}"
+        )
+    errors += [f"raw TeX in the page's text: {s!r}" for s in raw_tex(text)]
+    return errors
+
+
 def _wait(driver, condition_js: str, timeout: float) -> bool:
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -400,6 +503,8 @@ def browser_check_page(
                 f"image {state}: {src[len(base) :] if src.startswith(base) else src[:80]}"
             )
             broken.add(src)
+
+    r.errors += formula_errors(driver)  # before the widths: typesetting moves text
 
     for kind, content, box, line in driver.execute_script(_OVERFLOW_JS):
         r.errors.append(

@@ -200,3 +200,107 @@ def test_browser_check_on_tiny_site(tmp_path: Path):
     shots = tmp_path.parent / "shots"
     assert chk.main([str(tmp_path), "--screenshots", str(shots)]) == 0
     assert sorted(p.name for p in shots.iterdir()) == ["index.html.png", "two.html.png"]
+
+
+# --------------------------------------------------------------------------- formulas
+
+_MATH = '<p>Entropy <span class="math notranslate nohighlight">\\(\\ln 5\\)</span>.</p>'
+_CDN = "https://cdn.jsdelivr.net/npm/mathjax@3/es5/tex-mml-chtml.js"
+
+
+def _local_mathjax(root: Path) -> str:
+    """MathJax copied into ``root/_static`` as the book's extension does; its src."""
+    ext = load_script("_ext/mathjax_offline.py")
+    ext.copy_mathjax(ext.mathjax_build(), "tex-mml-chtml.js", root / "_static")
+    return "_static/mathjax/tex-mml-chtml.js"
+
+
+def test_parse_page_counts_formulas_and_scripts():
+    info = chk.parse_page(
+        f'<script src="{_CDN}"></script><script>var x;</script>{_MATH}'
+        '<div class="math notranslate">\\[x\\]</div><span class="mathjax-x">no</span>'
+    )
+    assert info.math == 2
+    assert info.scripts == [_CDN]
+
+
+def test_static_check_needs_a_local_mathjax_where_there_are_formulas(tmp_path: Path):
+    (tmp_path / "_static").mkdir()
+    (tmp_path / "_static" / "tex-mml-chtml.js").write_text("// MathJax")
+    pages = {
+        "index.html": '<a href="cdn.html">c</a> <a href="none.html">n</a> '
+        '<a href="gone.html">g</a> <a href="plain.html">p</a>'
+        f'<script defer src="_static/tex-mml-chtml.js"></script>{_MATH}',
+        "cdn.html": f'<script defer src="{_CDN}"></script>{_MATH}',
+        "none.html": _MATH,
+        "gone.html": f'<script src="_static/mathjax/tex-chtml.js"></script>{_MATH}',
+        "plain.html": f'<script src="{_CDN}"></script><p>no formula</p>',
+    }
+    for page, body in pages.items():
+        _write(tmp_path, page, body)
+    s = chk.Site(tmp_path)
+    errors = {r.page: r.errors for r in chk.static_check(s, chk.crawl(s))}
+    assert errors["index.html"] == [] and errors["plain.html"] == []
+    assert "loads from another host" in errors["cdn.html"][0]
+    assert "no MathJax script" in errors["none.html"][0]
+    assert "MathJax script is missing" in errors["gone.html"][0]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "the log of $\\ln 5$ nats",
+        "a formula \\(x^2\\) left raw",
+        "display \\[ y \\] math",
+        "a ratio \\frac{a}{b} here",
+        "$$x$$",
+    ],
+)
+def test_raw_tex_finds_formulas_left_raw(text):
+    assert chk.raw_tex(f"Some prose. {text} More prose.")
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["it costs $5 and $10", "C:\\textfiles\\new", "a plain (bracket) [and] more", "5$"],
+)
+def test_raw_tex_leaves_plain_text_alone(text):
+    assert chk.raw_tex(text) == []
+
+
+def test_local_mathjax_is_the_extensions_copy(tmp_path: Path):
+    src = _local_mathjax(tmp_path)
+    assert (tmp_path / src).is_file()
+    fonts = tmp_path / "_static/mathjax/output/chtml/fonts/woff-v2"
+    assert any(fonts.glob("MathJax_Main-Regular.woff"))
+    ext = load_script("_ext/mathjax_offline.py")
+    assert ext.is_local("mathjax/tex-mml-chtml.js")
+    assert not ext.is_local(_CDN)
+    with pytest.raises(Exception, match="does not have"):
+        ext.files_to_copy(ext.mathjax_build(), "tex-nothing.js")
+
+
+@pytest.mark.skipif(
+    not (_HAVE_BROWSER and _HAVE_SELENIUM),
+    reason="needs chromium, chromedriver and selenium",
+)
+def test_browser_check_fails_on_formulas_left_raw(tmp_path: Path):
+    """Formulas typeset by the book's own MathJax pass; MathJax from a CDN (offline) and
+    TeX outside any formula fail."""
+    src = _local_mathjax(tmp_path)
+    links = '<a href="cdn.html">c</a> <a href="dollars.html">d</a>'
+    _write(tmp_path, "index.html", f'{links}<script defer src="{src}"></script>{_MATH}')
+    _write(tmp_path, "cdn.html", f'<script defer src="{_CDN}"></script>{_MATH}')
+    _write(
+        tmp_path,
+        "dollars.html",
+        "<p>It costs $\\ln 5$ nats.</p><pre>code may say \\( and $\\ln</pre>",
+    )
+    pages = ["index.html", "cdn.html", "dollars.html"]
+    results = {r.page: r for r in chk.browser_check(chk.Site(tmp_path), pages)}
+    assert results["index.html"].errors == []
+    cdn = results["cdn.html"].errors
+    assert any("left raw" in e and "MathJax did not load" in e for e in cdn), cdn
+    assert any("external resource failed" in w for w in results["cdn.html"].warnings)
+    dollars = results["dollars.html"].errors  # the code block is not prose
+    assert dollars == ["raw TeX in the page's text: 'It costs $\\\\ln 5$ nats.'"]
