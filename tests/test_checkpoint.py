@@ -150,3 +150,29 @@ def test_predict_skips_unreadable_images_with_a_warning(trained, tmp_path):
     with pytest.warns(UserWarning, match="broken.jpg"):
         rows = tl.predict_images(trained, folder)
     assert len(rows) == 2
+
+
+def test_the_temperature_is_saved_loaded_exported_and_used(trained, tmp_path):
+    import copy
+
+    tempered = copy.copy(trained)
+    tempered.temperature = 2.5
+    loaded = tl.load_model(tl.save_model(tempered, tmp_path / "t.pt"))
+    assert loaded.temperature == 2.5
+    assert tl.load_model(tl.save_model(trained, tmp_path / "p.pt")).temperature == 1.0
+    _, meta = tl.load_exported(tl.export_model(tempered, tmp_path / "t.pt2"))
+    assert meta["temperature"] == 2.5
+    folder = photo_folder(tmp_path / "photos", classes=("cats",), n=1)
+    hot = tl.predict_images(loaded, folder, top_k=3)[0].probabilities
+    cold = tl.predict_images(loaded, folder, top_k=3, temperature=1.0)[0].probabilities
+    assert max(hot) < max(cold)  # a higher temperature: less sure
+
+
+def test_a_file_of_the_previous_format_loads_without_a_temperature(trained, tmp_path):
+    path = tl.save_model(trained, tmp_path / "old.pt")
+    stored = torch.load(path, weights_only=True)
+    meta = json.loads(stored["meta"])
+    del meta["temperature"]
+    meta["version"] = 2
+    torch.save({"meta": json.dumps(meta), "state_dict": stored["state_dict"]}, path)
+    assert tl.load_model(path).temperature == 1.0

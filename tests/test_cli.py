@@ -79,13 +79,15 @@ def test_evaluate_prints_scores_and_writes_a_plot_and_a_csv(
     trained_path, tmp_path, capsys
 ):
     folder = photo_folder(tmp_path / "labelled", n=3, seed=3)
-    plot, table = tmp_path / "cm.png", tmp_path / "rows.csv"
-    args = ["evaluate", str(trained_path), str(folder), "--plot", str(plot)]
+    plots, table = tmp_path / "figures", tmp_path / "rows.csv"
+    args = ["evaluate", str(trained_path), str(folder), "--plot", str(plots)]
     assert main([*args, "--csv", str(table), "--quiet", "--batch-size", "4"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("9 images; accuracy ") and "balanced accuracy" in out
     assert "precision" in out and "confusion matrix" in out
-    assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert "calibration error" in out.lower() or "ece" in out.lower()
+    for name in ("confusion.png", "mistakes.png", "reliability.png"):
+        assert (plots / name).read_bytes()[:4] == b"\x89PNG", name
     rows = list(csv.DictReader(table.open()))
     assert len(rows) == 9 and {r["true"] for r in rows} == {"cats", "coffee", "rocket"}
     assert all(r["correct"] == str(int(r["true"] == r["predicted"])) for r in rows)
@@ -113,11 +115,16 @@ def test_version_and_help_say_what_each_flag_does(capsys):
 
 def test_diagnose_prints_and_writes_a_report(tmp_path, tmp_cache, capsys):
     folder = photo_folder(tmp_path / "photos", n=6)
-    report = tmp_path / "report.md"
+    report, issues = tmp_path / "report.md", tmp_path / "issues"
     args = ["diagnose", str(folder), "--image-size", "64", "--report", str(report)]
+    args += ["--issues", str(issues)]
     assert main([*args, "--quiet", "--device", "cpu", "--batch-size", "4"]) == 0
-    assert "## Recommendation" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "## Recommendation" in out and "## Labels and duplicates" in out
     assert report.read_text().startswith("# Diagnosis of")
+    assert (issues / "issues.png").read_bytes()[:4] == b"\x89PNG"
+    header = (issues / "issues.csv").read_text().splitlines()[0]
+    assert header == "file,problem,class,suggested,probability,group,reason"
 
 
 @pytest.mark.parametrize(

@@ -167,6 +167,8 @@ def test_diagnose_measures_a_folder(tmp_path, tmp_cache):
     else:
         assert result.train_strategy == result.recommendation.strategy
     assert result.seconds_per_epoch > 0
+    # the same features look for label errors and duplicates: none planted here
+    assert result.issues.images == 30 and "## Labels and duplicates" in result.report()
     assert result.stage_verdict.images == 24  # out of fold on the training images
     report = result.report()
     assert "case" in report and "cats 10" in report and "noise" not in report

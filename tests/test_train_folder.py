@@ -72,6 +72,11 @@ def test_the_probe_strategies_return_exactly_the_probe(strategy, folder, found):
     )
     assert len(trained.history["train_loss"]) == 1  # one row: the probe
     assert trained.against_probe().not_worse
+    # too few validation images to fit a temperature on: none, and the report says so
+    assert (
+        trained.temperature == 1.0
+        and "no temperature" in trained.history["calibration"]
+    )
 
 
 def test_a_diagnosis_of_another_folder_or_size_is_refused(folder, found, tmp_path):

@@ -24,6 +24,9 @@ Modules and names load on first use (``tl.fit`` imports :mod:`tlutils.train`).
 * :mod:`tlutils.rule`: the four cases as a rule: which strategy for which data (chapters 3, 5).
 * :mod:`tlutils.project`: train on your folder with the recipe (chapter 5).
 * :mod:`tlutils.inference`: predict new images, score a labelled folder (chapter 5).
+* :mod:`tlutils.errors`: the errors in pictures: confusion, worst mistakes, batches (chapter 5).
+* :mod:`tlutils.data_issues`: suspected label errors and duplicates, measured (chapter 5).
+* :mod:`tlutils.calibration`: calibration error, reliability diagrams, temperature (chapter 5).
 * :mod:`tlutils.checkpoint`: save, load and export a trained model (chapter 5).
 * :mod:`tlutils.cli`: the ``tlutils diagnose | train | predict`` command (chapter 5).
 * :mod:`tlutils.book`: ``glue`` measured numbers into the book's prose.
@@ -34,13 +37,16 @@ Modules and names load on first use (``tl.fit`` imports :mod:`tlutils.train`).
 _SUBMODULES = (
     "book",
     "cache",
+    "calibration",
     "cases",
     "checkpoint",
     "checks",
     "cli",
     "data",
+    "data_issues",
     "datasets",
     "diagnosis",
+    "errors",
     "features",
     "finetune",
     "inference",

@@ -42,8 +42,9 @@ __all__ = [
 
 FORMAT = "tlutils-model"
 """The tag that marks a checkpoint written by :func:`save_model`."""
-VERSION = 2
-"""Version 2 added cut probes (``"cut_stage"``); version 1 files load unchanged."""
+VERSION = 3
+"""Version 3 added the temperature (calibration), version 2 cut probes (``"cut_stage"``);
+older files load unchanged."""
 
 
 class CutModel(nn.Module):
@@ -78,13 +79,15 @@ class CutModel(nn.Module):
 
 @dataclass
 class TrainedModel:
-    """A classifier with what is needed to use it: class names and preprocessing (chapter 5)."""
+    """A classifier with what is needed to use it: class names, preprocessing and the
+    temperature that calibrates its probabilities (chapter 5)."""
 
     model: nn.Module
     classes: list[str]
     architecture: str
     preprocessing: dict[str, Any]  # data_config of the model plus "image_size"
     history: dict[str, Any] = field(default_factory=dict)
+    temperature: float = 1.0  # divides the logits before the softmax (calibration)
 
     def transform(self):
         """The evaluation transform the model was trained with (chapter 5)."""
@@ -149,6 +152,7 @@ def save_model(trained: TrainedModel, path: str | Path) -> Path:
         "classes": trained.classes,
         "preprocessing": trained.preprocessing,
         "history": trained.history,
+        "temperature": float(trained.temperature),
     }
     stage = getattr(trained.model, "cut_stage", None)
     if stage is not None:
@@ -213,6 +217,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> TrainedM
         meta["architecture"],
         meta["preprocessing"],
         meta["history"],
+        float(meta.get("temperature", 1.0)),  # files before version 3: none fitted
     )
 
 
@@ -227,7 +232,8 @@ def export_model(trained: TrainedModel, path: str | Path) -> Path:
     example = torch.zeros(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1)
     program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-    meta = json.dumps({"classes": trained.classes, **trained.preprocessing})
+    meta = json.dumps({"classes": trained.classes, **trained.preprocessing,
+                       "temperature": float(trained.temperature)})  # fmt: skip
     return atomic_write(
         path,
         lambda tmp: torch.export.save(program, tmp, extra_files={"tlutils.json": meta}),

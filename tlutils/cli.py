@@ -79,6 +79,11 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("folder", help="class folders, flat or in train/ and val/")
     d.add_argument("--image-size", type=int, default=160, help="input size in pixels")
     d.add_argument("--report", help="also write the markdown report to this file")
+    d.add_argument(
+        "--issues",
+        help="also write the suspected label errors and duplicates to this folder: "
+        "issues.png (the images) and issues.csv (one row per file)",
+    )
     t = sub.add_parser(
         "train",
         help="train from the diagnosis's probe with the recipe, save a model",
@@ -130,7 +135,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("model", help="a checkpoint written by `tlutils train`")
     e.add_argument("folder", help="one sub-folder per class, named as the model's")
-    e.add_argument("--plot", help="also save the confusion matrix as this PNG file")
+    e.add_argument(
+        "--plot",
+        help="also save the figures to this folder: confusion.png (counts and "
+        "row-normalised), mistakes.png (the worst mistakes with their images) and "
+        "reliability.png (calibration)",
+    )
     e.add_argument("--csv", help="also write one row per image to this CSV file")
     e.add_argument(
         "--wrong", type=int, default=10, help="how many confidently wrong files to list"
@@ -173,17 +183,37 @@ def _write_csv(path: str | Path, header: list[str], rows: list[list]) -> None:
 def _diagnose(args: argparse.Namespace) -> None:
     from .diagnosis import diagnose
 
-    report = diagnose(
+    found = diagnose(
         args.folder,
         image_size=args.image_size,
         seed=args.seed,
         device=args.device,
         progress=not args.quiet,
         batch_size=args.batch_size,
-    ).report()
+    )
+    report = found.report()
     print(report)
     if args.report:
         _write_text(args.report, report + "\n")
+    if args.issues:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        folder = Path(args.issues)
+        folder.mkdir(parents=True, exist_ok=True)
+        found.plot_issues().savefig(folder / "issues.png", dpi=110)
+        rows = found.issues.rows()
+        header = [
+            "file",
+            "problem",
+            "class",
+            "suggested",
+            "probability",
+            "group",
+            "reason",
+        ]
+        _write_csv(folder / "issues.csv", header, [list(r.values()) for r in rows])
+        print(f"saved the suspected label errors and duplicates to {folder}")
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -236,10 +266,11 @@ def _evaluate(args: argparse.Namespace) -> None:
     if args.plot:
         import matplotlib
 
+        from .errors import save_error_figures
+
         matplotlib.use("Agg")
-        fig = result.plot()
-        fig.savefig(args.plot, dpi=120)
-        print(f"saved the confusion matrix to {args.plot}")
+        saved = save_error_figures(result, args.plot)
+        print(f"saved {', '.join(p.name for p in saved.values())} to {args.plot}")
     if args.csv:
         rows = result.rows()
         _write_csv(args.csv, list(rows[0]), [list(r.values()) for r in rows])

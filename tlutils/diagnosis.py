@@ -8,7 +8,10 @@ by the course's verdict rule, :func:`tlutils.verdict.compare`, on the out-of-fol
 correctness of the two stages' probes)? How sure, and how consistent within a class, is
 the ImageNet head? From these measurements it recommends a case and a strategy, with the
 probe's validation accuracy and an estimate of the seconds one epoch of fine-tuning takes
-on this machine.
+on this machine. With the same features it looks for problems in the data
+(:mod:`tlutils.data_issues`): images whose given label the out-of-fold probe contradicts
+most confidently (confident learning), and exact or near duplicates within a class, across
+classes and across the train/validation split.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from .data import (
     load_image_folder,
     targets_of,
 )
+from .data_issues import DataIssues, dataset_files, find_data_issues
 from .datasets import cache_dir
 from .features import stage_features
 from .models import create_model, data_config, imagenet_classes, replace_head
@@ -186,6 +190,7 @@ class Diagnosis:
     choice: StageChoice | None = field(default=None, repr=False)
     model: torch.nn.Module | None = field(default=None, repr=False)
     seconds: float = 0.0  # how long the diagnosis took
+    issues: DataIssues | None = None  # suspected label errors and near duplicates
 
     def probe(self, stage: int | None = None):
         """The fitted probe of ``stage`` (default: the chosen one) on the training
@@ -201,6 +206,10 @@ class Diagnosis:
     def plot(self):
         """The stage curve and the class counts, side by side (chapter 5)."""
         return _plot(self)
+
+    def plot_issues(self, n_labels: int = 8, n_groups: int = 4):
+        """The suspected label errors and duplicate groups as images (chapter 5)."""
+        return self.issues.plot(n_labels, n_groups)
 
 
 def _imagenet_head(model, final: torch.Tensor, y: np.ndarray, classes: list[str]):
@@ -326,13 +335,19 @@ def diagnose(
     strategy = rec.strategy
     if strategy == "linear_probe" and best != final:
         strategy = "cut_probe"  # the probe measured best is a middle stage's: train it
+    issues = find_data_issues(  # the out-of-fold probes and features already here
+        {"train": train_f, "val": val_f},
+        {"train": ytr, "val": yva},
+        {"train": dataset_files(data.train), "val": dataset_files(data.val)},
+        data.classes, stage=final, C=choice.Cs[final], seed=seed,
+    )  # fmt: skip
     return Diagnosis(
         scan, image_size, curve, verdict, best, float((pred == yva).mean()),
         float(balanced_accuracy_score(yva, pred)),
         dict(zip(data.classes, map(float, recall), strict=True)),
         conf, consistency, top, similar, evidence, rec,
         strategy, seconds, str(device), seed, list(data.classes), data, features,
-        choice, model, time.perf_counter() - start,
+        choice, model, time.perf_counter() - start, issues,
     )  # fmt: skip
 
 
@@ -395,6 +410,8 @@ def _report(d: Diagnosis) -> str:
     )
     if d.scan.imbalance > 1.5:
         lines += [f"  - recall of {c}: {r:.3f}" for c, r in d.per_class_recall.items()]
+    if d.issues is not None:
+        lines += ["", *d.issues.report().splitlines()]
     lines += ["", "## Similarity to ImageNet", f"- stage curve: {d.evidence}"]
     lines.append(
         f"- ImageNet head: mean confidence {d.imagenet_confidence:.2f}, same top-1 "

@@ -32,6 +32,7 @@ from __future__ import annotations
 import copy
 import functools
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ from sklearn.metrics import classification_report
 from torch import nn
 from torch.utils.data import Subset
 
+from .calibration import TEMPERATURE_BOUNDS, fit_temperature
 from .checkpoint import CutModel, TrainedModel, trained_model
 from .data import create_loader, create_transform, stratified_split, targets_of
 from .diagnosis import Diagnosis, diagnose
@@ -60,6 +62,9 @@ __all__ = ["TRAIN_STRATEGIES", "LR_GRID", "class_weights", "train_folder"]
 LR_GRID = (1e-4, 3e-4)
 """The learning rates tried first, widened by one step while the best is at an edge:
 chapter 3's reference chose 1e-4 and 3e-4 for the whole body and the top stages."""
+CALIBRATION_MIN_IMAGES = 50
+"""Fewest validation images on which ``train`` fits a temperature: on 18 images a fitted
+temperature raised the loss on other images (``scripts/benchmark_data_issues.py``)."""
 HELD_OUT = 1 / 3
 """The share of the training images that scores the trials (never the validation ones)."""
 
@@ -430,6 +435,11 @@ def _finish(d, net, stage, strategy, history, record, probe_correct, device, pro
         val_correct = _correct(net, d.data.val, device)
         verdict = compare(val_correct, probe_correct)
     logits, targets = predict(net, create_loader(d.data.val, batch_size=64), device)
+    temperature = 1.0  # on fewer validation images a fitted temperature may hurt
+    if len(targets) >= CALIBRATION_MIN_IMAGES:
+        with warnings.catch_warnings():  # a temperature on its bound: in the report
+            warnings.simplefilter("ignore")
+            temperature = fit_temperature(logits, targets)
     report = classification_report(
         targets, logits.argmax(1), labels=range(len(d.classes)),
         target_names=d.classes, zero_division=0,
@@ -437,6 +447,7 @@ def _finish(d, net, stage, strategy, history, record, probe_correct, device, pro
     trained = trained_model(
         net.cpu().eval(), d.classes, DEFAULT_MODEL, d.image_size, history
     )
+    trained.temperature = temperature
     h = trained.history
     h.update(
         strategy=strategy,
@@ -456,6 +467,22 @@ def _finish(d, net, stage, strategy, history, record, probe_correct, device, pro
         recipe=record.get("recipe", {}),
         trials_table=_trials_table(record),
         diagnosis_seconds=round(d.seconds, 1),
+        temperature=round(temperature, 4),
+        calibration=(
+            f"no temperature fitted: {len(targets)} validation images, fewer than "
+            f"{CALIBRATION_MIN_IMAGES}"
+            if len(targets) < CALIBRATION_MIN_IMAGES
+            else f"temperature {temperature:.2f} fitted on the {len(targets)} validation "
+            "images (the logits are divided by it before the softmax; "
+            "`tlutils evaluate` shows on new images whether it helped)"
+            + (
+                "; it lies on the search bound: too few validation images to pin it"
+                if not 1.001 * TEMPERATURE_BOUNDS[0]
+                < temperature
+                < 0.999 * TEMPERATURE_BOUNDS[1]
+                else ""
+            )
+        ),
     )
     h["epochs_table"] = _epoch_table(h)
     if progress:
