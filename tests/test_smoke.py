@@ -36,11 +36,11 @@ def test_no_cap_changes_nothing(image_folder, monkeypatch):
     assert len(history.train_loss) == 2 and len(seen) == 2 * 12
 
 
-def test_cap_keeps_first_files_per_class_and_trains_one_small_step(
+def test_cap_keeps_first_files_per_class_and_trains_two_small_steps(
     image_folder, monkeypatch
 ):
     monkeypatch.setenv(smoke.SMOKE_ENV, "2")
-    assert smoke.cap() == 2 and smoke.epochs(7) == smoke.EPOCHS == 1
+    assert smoke.cap() == 2 and smoke.epochs(7) == smoke.EPOCHS == 2
     data = tl.load_image_folder(image_folder, val_fraction=0.5)
     files = sorted(
         p
@@ -56,8 +56,14 @@ def test_cap_keeps_first_files_per_class_and_trains_one_small_step(
     assert len(tl.subsample_per_class(data.train, 30)) == 2  # what every class has
     loader, seen = _counting_loader(3)
     history = tl.fit(nn.Linear(3, 2), loader, epochs=5, progress=False, device="cpu")
-    assert len(history.train_loss) == 1
-    assert len(seen) == 4  # one batch loaded, of which BATCH_IMAGES trained
+    assert len(history.train_loss) == 2
+    assert (
+        len(seen) == 2 * 4
+    )  # one batch an epoch loaded, of which BATCH_IMAGES trained
+    # a schedule's warm-up fits even on a loader of one batch
+    history = tl.fit(nn.Linear(3, 2), loader, epochs=3, schedule="cosine",
+                     warmup_steps=1, progress=False, device="cpu")  # fmt: skip
+    assert len(history.train_loss) == 2
     assert smoke.BATCH_IMAGES == 2
 
 

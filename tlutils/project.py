@@ -494,4 +494,5 @@ def _finish(d, net, stage, strategy, history, record, probe_correct, device, pro
             f"probe of {STAGE_NAMES[d.best_stage]}: {probe_correct.mean():.3f}"
         )
         print(h["verdict"])
+        print(h["calibration"])
     return trained

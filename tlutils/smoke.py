@@ -12,7 +12,7 @@ sets it; a reader never does. tlutils then caps the work at a few choke points:
   :func:`tlutils.scan_folder` reads only those;
 * :func:`tlutils.subsample_per_class` takes at most what every class has, instead of
   raising: a notebook's "30 per class" becomes what the capped split holds;
-* :func:`tlutils.fit` (the one training loop) runs at most :data:`EPOCHS` epoch of
+* :func:`tlutils.fit` (the one training loop) runs at most :data:`EPOCHS` epochs of
   :data:`BATCHES` batch of :data:`BATCH_IMAGES` images, and scores its per-epoch
   validation on as few: every line of the loop runs, once. :func:`tlutils.predict` and
   :func:`tlutils.evaluate` called by a notebook still score every image it gives them;
@@ -51,8 +51,10 @@ BATCH_IMAGES = 2
 """Items of each such batch under the cap: a training step at 224 px costs seconds on a
 CPU, and a step on two images runs the same code (BatchNorm needs two)."""
 
-EPOCHS = 1
-"""Epochs that :func:`tlutils.fit` runs at most under the cap."""
+EPOCHS = 2
+"""Epochs that :func:`tlutils.fit` runs at most under the cap: two, so that a schedule's
+learning-rate warm-up (the recipe's first tenth of the steps, at least one step) ends before
+the schedule's last step even on a folder of one batch."""
 
 T = TypeVar("T")
 
