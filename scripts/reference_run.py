@@ -29,7 +29,7 @@ One thread by default (``--threads``). The arms (:data:`ARMS`), on chapter 3's l
   images under its corruptions (severity 3, OOD), and their features' linear CKA with the
   pretrained body's is measured (every fifth validation image);
 * flowers (case 3): the two probes, the top 3 stages, the whole body;
-* chapter 2: the network from scratch (ants and bees at 96 px, all 244 training images;
+* chapter 2: the network from scratch (ants and bees at 96 px, all 245 training images;
   EuroSAT at 64 px, 25 per class) with its own rate, BatchNorm statistics updated, 30
   epochs, against the probes (96 and 224 px; 64 px, the same resolution, and 128 px).
 """
