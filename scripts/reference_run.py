@@ -494,10 +494,10 @@ def ch2_arms(ctx: Context, name: str, seeds: tuple[int, ...], probes: bool) -> N
 
 # ------------------------------------------------------------------------------- order
 PRIORITY = (
-    "ch3/eurosat/whole_body", "ch3/flowers/whole_body", "ch3/eurosat/top3",
-    "ch3/flowers/top3", "ch4/eurosat/FT", "ch4/eurosat/FT_no_lr_warmup",
-    "ch3/eurosat/reinit_top3", "ch3/eurosat/first2", "ch4/eurosat/warm_large_lr",
-    "ch4/eurosat/cold_large_lr",
+    "ch3/eurosat/whole_body", "ch3/flowers/whole_body", "ch4/eurosat/FT",
+    "ch4/eurosat/warm_large_lr", "ch4/eurosat/cold_large_lr", "ch3/eurosat/top3",
+    "ch3/flowers/top3", "ch3/eurosat/reinit_top3", "ch3/eurosat/first2",
+    "ch4/eurosat/FT_no_lr_warmup",
 )  # fmt: skip
 """The trained arms in the order they run, each with all its seeds before the next: the
 comparisons the chapters lead with finish first."""
