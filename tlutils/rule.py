@@ -53,34 +53,33 @@ class Recommendation:
 _ADVICE = {
     1: (
         "linear_probe",
-        "Freeze the pretrained body, replace the last layer, train only the new head. "
-        "With this little data, fine-tuning rarely pays (chapter 3 measures it).",
+        "Freeze the pretrained body, replace the last layer, train only the new head: "
+        "the linear probe. With this little data a fine-tune has too few images to "
+        "learn from and to be judged on.",
     ),
     2: (
         "cut_probe",
         "Probe the pooled features of every stage and keep the stage that scores best on "
-        "a split of your training images (never on validation); the middle stages often "
-        "beat the final ones by a few points. If your images are small, try a larger "
-        "input size too.",
+        "your training images (never on validation): for data unlike ImageNet the "
+        "middle stages beat the final ones (chapter 3). If your images are small, try a "
+        "larger input size too.",
     ),
     3: (
         "fine_tune",
-        "Start with the linear probe, then fine-tune the whole body with the recipe "
-        "(warm-up, small rates, chapter 4) for several epochs with augmentation and a "
-        "learning rate chosen on held-out training images. At chapter 3's reference "
-        "budget (three epochs of the whole body) this beat both the linear and the cut "
-        "probe by the verdict rule; a short fine-tune of the top stages (its CPU "
-        "budget) did not. Keep it if it beats the probe on your held-out images.",
+        "Start from the linear probe, then fine-tune the whole body with the course's "
+        "recipe (AdamW, a short learning-rate warm-up, a cosine schedule, augmentation, "
+        "three epochs) at a learning rate chosen on held-out training images. At chapter "
+        "3's reference budget this beat both the linear and the cut probe by the "
+        "verdict rule. Keep it only if it is at least as good as the probe on your "
+        "validation images.",
     ),
     4: (
         "fine_tune",
-        "Fine-tune the whole body with the recipe (warm-up, small rates, chapter 4), "
-        "with augmentation, an input size near the pretraining one and a learning rate "
-        "chosen on held-out training images. At chapter 3's reference budget this beat "
-        "both the frozen cut in the middle and the linear probe by the verdict rule; at "
-        "its CPU budget the frozen cut won, so on a tight budget try the cut first. "
-        "Training from scratch needs far more compute: at the recipe's compute it lost "
-        "by far in chapter 3.",
+        "Start from the probe, then fine-tune the whole body with the course's recipe "
+        "at a learning rate chosen on held-out training images, with an input size "
+        "near the pretraining one. At chapter 3's reference budget this beat both the "
+        "frozen cut in the middle and the linear probe by the verdict rule. Training "
+        "from scratch needs far more compute and data.",
     ),
 }
 
