@@ -230,3 +230,29 @@ def test_show_batch_shows_what_the_transform_feeds_the_network(tmp_path):
     arrays = [ax.images[0].get_array() for ax in fig.axes if ax.images]
     assert not np.allclose(arrays[0], arrays[1])
     matplotlib.pyplot.close("all")
+
+
+class LooksTopLeft(torch.nn.Module):
+    """A two-class 'model' that decides from the top-left quarter of the image alone."""
+
+    def forward(self, x):
+        score = x[:, :, : x.shape[2] // 2, : x.shape[3] // 2].mean((1, 2, 3))
+        return torch.stack([-score, score], 1) * 2
+
+
+def test_occlusion_finds_where_the_evidence_is():
+    image = torch.zeros(3, 32, 32)
+    image[:, :16, :16] = 1.0  # the evidence for class 1, top left
+    heat = tl.errors.occlusion_map(LooksTopLeft(), image, target=1, patch=8, stride=4)
+    assert heat.shape == (32, 32)
+    assert heat[:12, :12].mean() > 0.01 and heat[20:, 20:].abs().max() < 1e-6
+    with pytest.raises(ValueError, match="one image"):
+        tl.errors.occlusion_map(LooksTopLeft(), image[None], target=1)
+
+
+def test_occlusion_maps_of_a_real_model_draw(model, tmp_path):
+    folder = photo_folder(tmp_path / "photos", classes=("coffee",), n=2)
+    files = sorted(str(p) for p in folder.rglob("*.*"))
+    fig = tl.errors.plot_occlusion(model, files)
+    assert len([ax for ax in fig.axes if ax.images]) == 2
+    assert all(len(ax.images) == 2 for ax in fig.axes if ax.images)  # image and heat
