@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -325,6 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         commands[args.command](args)
+    except BrokenPipeError:  # `tlutils ... | head`: the reader has all it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python exits
+        return 0
     except (FileNotFoundError, ValueError, RuntimeError) as err:
         print(f"tlutils {args.command}: error: {err}", file=sys.stderr)
         return 1
