@@ -169,7 +169,7 @@ def plot_confusion(y_true, y_pred, classes: Sequence[str], max_label: int = 14):
     fig, (left, right) = plt.subplots(1, 2, figsize=(2 * side + 0.5, side + 0.4))
     _matrix_panel(left, counts.astype(float), names, "counts", ".0f")
     _matrix_panel(
-        right, share, names, "share of each true class (rows sum to 1)", ".2f"
+        right, share, names, "share of each true class\n(each row sums to 1)", ".2f"
     )
     fig.suptitle(f"Confusion on {len(t)} images (accuracy {np.mean(t == p):.3f})")
     fig.tight_layout()
