@@ -91,6 +91,20 @@ def test_compare_arms_pairs_seeds_and_waits_for_both_arms(tmp_path):
     assert reference.compare_arms(rows, "tuned", "probe", "no such field") is None
 
 
+def test_finished_arms_waits_for_every_seed_of_a_trained_arm(tmp_path):
+    path = tmp_path / "ref.jsonl"
+    runner = reference.Runner(path)
+    runner.run("probe", {"size": 8}, 0, fake_arm([], 0.5), chapter=3)
+    for seed in (0, 1):
+        runner.run("tuned", {"lr": 1e-3}, seed, fake_arm([], 0.8), chapter=3)
+    rows = reference.load_reference(path)
+    assert reference.finished_arms(rows) == {"probe"}  # two of three seeds: not yet
+    runner.run("tuned", {"lr": 1e-3}, 2, fake_arm([], 0.8), chapter=3)
+    rows = reference.load_reference(path)
+    assert reference.finished_arms(rows) == {"probe", "tuned"}
+    assert reference.finished_arms(rows, runs=4) == {"probe"}
+
+
 def test_a_damaged_line_is_skipped_and_the_next_row_starts_afresh(tmp_path):
     path = tmp_path / "ref.jsonl"
     calls: list = []

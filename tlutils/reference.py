@@ -44,6 +44,7 @@ __all__ = [
     "results_file",
     "load_reference",
     "runs_of",
+    "finished_arms",
     "summary",
     "compare_arms",
     "Runner",
@@ -229,6 +230,21 @@ def runs_of(
         raise ValueError(f"No {kind} runs of arm {arm!r} with {where}.")
     picked.sort(key=lambda r: r["seed"])
     return np.stack([np.asarray(r[field], dtype=float) for r in picked])
+
+
+def finished_arms(rows: Sequence[dict[str, Any]], runs: int = 3) -> set[str]:
+    """The arms whose final runs are all in ``rows`` (chapters 2-4): ``runs`` seeds of a
+    trained arm (one whose settings name a learning rate), the one run of a probe (which
+    is deterministic). An arm still being run is left out, so that no verdict pairs three
+    seeds with two."""
+    seeds: dict[str, set[int]] = {}
+    trained: set[str] = set()
+    for r in rows:
+        if r.get("kind", "final") == "final":
+            seeds.setdefault(r["arm"], set()).add(r["seed"])
+            if "lr" in r["settings"]:
+                trained.add(r["arm"])
+    return {a for a, s in seeds.items() if len(s) >= (runs if a in trained else 1)}
 
 
 def summary(rows: Sequence[dict[str, Any]], field: str = "correct"):
