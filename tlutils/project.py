@@ -8,7 +8,8 @@ training images. What it trains follows the diagnosis's case:
   of the whole network (``linear_probe``), or the body cut after the chosen stage with
   that stage's probe (``cut_probe``); no training beyond the probe;
 * **cases 3 and 4** (``fine_tune``): chapter 3's reference measured whole-body fine-tuning
-  from the probe better than both probes there. So the candidates are the whole body from
+  from the probe better than the linear probe and not worse than the cut probe (on the
+  flowers). So the candidates are the whole body from
   the final stage's probe and, when a middle stage was chosen, the cut body from that
   stage's probe; each is fine-tuned with the course's one recipe
   (:data:`tlutils.recipe.REFERENCE`) at learning rates chosen on held-out training images
