@@ -8,7 +8,7 @@ gets 8 epochs. Two seeds per arm; each arm is compared with ``tlutils train`` (d
 settings) by the course's verdict rule over seeds and images.
 
 - ``tlutils train``: the command with its defaults (``--strategy auto``), and with
-  ``--strategy fine_tune --fine-tune-epochs 8``;
+  ``--strategy fine_tune --epochs 8``;
 - fastai 2.8 ``Learner.fine_tune(8)``: one frozen epoch, then 8 unfrozen, one-cycle,
   its default base rate, ``aug_transforms``;
 - the PyTorch tutorial ("Transfer learning for computer vision"): SGD 0.001 with
@@ -130,10 +130,8 @@ def main() -> None:
     root = tl.dataset_dir("hymenoptera")
     arms = {
         "tlutils train": lambda s, out: run_tlutils(root, out, s, []),
-        "tlutils train --strategy fine_tune --fine-tune-epochs 8": lambda s, out: (
-            run_tlutils(
-                root, out, s, ["--strategy", "fine_tune", "--fine-tune-epochs", "8"]
-            )
+        "tlutils train --strategy fine_tune --epochs 8": lambda s, out: run_tlutils(
+            root, out, s, ["--strategy", "fine_tune", "--epochs", "8"]
         ),
         "fastai fine_tune(8)": lambda s, out: run_fastai(root, s),
         "PyTorch tutorial recipe": lambda s, out: run_tutorial(root, s),

@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             _run([cli, "diagnose", folder, "--report", work / "report.md"], env=env)
             _run(
                 [cli, "train", folder, "--out", work / "model.pt",
-                 "--fine-tune-epochs", "1"],
+                 "--epochs", "1"],
                 env=env,
             )  # fmt: skip
             _run(

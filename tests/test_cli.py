@@ -113,6 +113,14 @@ def test_version_and_help_say_what_each_flag_does(capsys):
     assert "cut_probe" in text and "(default: auto)" in text
 
 
+def test_train_still_takes_the_earlier_flag_name():
+    from tlutils.cli import _parser
+
+    argv = ["train", "photos", "--out", "m.pt"]
+    assert _parser().parse_args([*argv, "--fine-tune-epochs", "1"]).epochs == 1
+    assert _parser().parse_args(argv).epochs == 3
+
+
 def test_diagnose_prints_and_writes_a_report(tmp_path, tmp_cache, capsys):
     folder = photo_folder(tmp_path / "photos", n=6)
     report, issues = tmp_path / "report.md", tmp_path / "issues"

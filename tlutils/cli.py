@@ -108,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--image-size", type=int, default=160, help="input size in pixels")
     t.add_argument(
         "--epochs",
+        "--fine-tune-epochs",  # its earlier name, still accepted
         type=int,
         default=3,
         help="epochs of fine-tuning (chapter 3's reference budget: 3)",
