@@ -123,9 +123,12 @@ def held_out_report(name: str, train: Path, test: Path, size: int, tmp: Path) ->
     print(
         f"- train (auto) / diagnose: {seconds['train (auto)'] / seconds['diagnose']:.1f}x"
     )
-    print(f"- trained: {h['strategy']}; kept: "
-          + (h["fine_tune_skipped"] or h["fine_tune_not_kept"]
-             or f"the fine-tune ({h.get('recipe', {}).get('lr', '-')} lr)"))  # fmt: skip
+    if h["strategy"] != "fine_tune":
+        kept = "the probe (no fine-tuning for this case)"
+    else:
+        kept = (h["fine_tune_skipped"] or h["fine_tune_not_kept"]
+                or f"the fine-tune (lr {h.get('recipe', {}).get('lr', '-')})")  # fmt: skip
+    print(f"- trained: {h['strategy']}; kept: {kept}")
     if h.get("trials_table"):
         print(h["trials_table"])
     print(h["epochs_table"])
