@@ -110,7 +110,10 @@ def test_cut_probe_at_the_ends_of_the_numbering(
         "cut_probe", 3, cut_stage=cut_stage, model=lite0_pretrained
     )
     assert _trainable(cut) == channels * 3 + 3
-    assert cut.head.in_features == tl.stages.stage_channels(lite0_pretrained)[cut_stage]
+    assert (
+        cut.classifier.in_features
+        == tl.stages.stage_channels(lite0_pretrained)[cut_stage]
+    )
     body = tl.stages.body_to_stage(lite0_pretrained, cut_stage)
     assert len(cut.body) == len(body)
     assert cut.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 3)
@@ -125,7 +128,7 @@ def test_cut_probe_logits_come_from_the_stage_features(
     ).eval()
     feats = tl.stages.StageFeatures(lite0_pretrained, stages=[2])(x)
     with torch.no_grad():
-        assert torch.allclose(cut(x), cut.head(feats), atol=1e-5)
+        assert torch.allclose(cut(x), cut.classifier(feats), atol=1e-5)
 
 
 def test_create_strategy_model_errors(lite0_pretrained: torch.nn.Module) -> None:

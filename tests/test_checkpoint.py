@@ -52,8 +52,7 @@ def test_a_gpu_checkpoint_loads_on_the_cpu(trained, tmp_path):
 
 
 def test_a_cut_probe_round_trips_and_exports(tmp_path):
-    from tlutils.checkpoint import CutModel
-    from tlutils.stages import StageFeatures
+    from tlutils.stages import CutModel, StageFeatures
 
     base = tl.create_model().eval()
     cut = CutModel(base, 4, 3).eval()

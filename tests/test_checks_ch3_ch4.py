@@ -167,7 +167,7 @@ def test_strategy_fails_the_other_wrong_setups(strategy_models):
         random_cut.body[0].weight.normal_()
     wrong(checks.check_strategy(random_cut, "cut_probe", 5), "not the ImageNet ones")
     bad_head = copy.deepcopy(models["cut_probe"])
-    bad_head.head = nn.Linear(1280, 5)  # stage 4 gives 80 channels
+    bad_head.classifier = nn.Linear(1280, 5)  # stage 4 gives 80 channels
     wrong(
         checks.check_strategy(bad_head, "cut_probe", 5),
         "first layer takes 1280 features",

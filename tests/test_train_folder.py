@@ -12,7 +12,7 @@ from PIL import Image
 
 import tlutils as tl
 import tlutils.project as project
-from tlutils.checkpoint import CutModel
+from tlutils.stages import CutModel
 
 CLASSES = ("cats", "coffee", "rocket", "astronaut")
 
@@ -171,6 +171,31 @@ def test_trials_clearly_below_the_probe_stop_and_nothing_more_is_trained(
     assert len(record) == 6  # the trials only: no final run
     assert "stopped: clearly below its probe" in h["trials_table"]
     assert np.allclose(logits_of(trained.model, d), probe_decision(d, 5), atol=1e-3)
+
+
+def test_trial_curves_run_every_epoch_and_say_when_the_stop_would_fire(
+    folder, found, monkeypatch
+):
+    """``trial_curves`` never stops: each trial runs all its epochs, with the epoch
+    after which the early stop of ``train`` would have ended it."""
+    d = with_stage(found, 5)
+    record = Record()
+    record.d = d
+    ruin = fake_run(record, ruin=True)
+
+    def every_epoch(recipe, net, train, val=None, *, on_epoch_end=None, **kw):
+        for epoch in range(recipe.epochs):
+            ruin(recipe, net, train, val, on_epoch_end=None)
+            on_epoch_end(epoch, net)
+        return tl.History()
+
+    monkeypatch.setattr(project, "run", every_epoch)
+    rows = project.trial_curves(d, rates=(1e-4,), device="cpu")
+    assert [r["candidate"] for r in rows] == ["whole body", "cut after stage 5"]
+    for r in rows:
+        assert not r["stopped"] and r["epochs"] == 3 and len(r["curve"]) == 3
+        assert r["below_probe_after"] == 1
+        assert r["held_out"] == pytest.approx(r["curve"][-1], abs=1e-4)
 
 
 def test_flips_that_change_the_class_are_left_out(tmp_path, tmp_cache):

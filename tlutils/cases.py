@@ -52,8 +52,8 @@ from .rule import (
 )
 from .stages import (
     NUM_STAGES,
+    CutModel,
     StageFeatures,
-    body_to_stage,
     split_at_stage,
     stage_channels,
     stage_outputs,
@@ -91,19 +91,6 @@ __all__ = [
 ]
 
 
-class CutModel(nn.Module):
-    """The body of Lite0 up to a cut stage, global average pooling and a new linear head (chapter 3)."""
-
-    def __init__(self, body: nn.Module, num_features: int, num_classes: int) -> None:
-        super().__init__()
-        self.body = body
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.head = nn.Linear(num_features, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pool(self.body(x)).flatten(1))
-
-
 def create_strategy_model(
     strategy: Strategy,
     num_classes: int,
@@ -135,12 +122,14 @@ def create_strategy_model(
         )
     if strategy == "scratch":
         return create_model(pretrained=False, num_classes=num_classes)
-    model = copy.deepcopy(model) if model is not None else create_model(pretrained=True)
-    channels = stage_channels(model)  # a clear error unless it is EfficientNet-Lite0
-    if strategy == "cut_probe":
-        body = body_to_stage(model, cut_stage)
-        freeze(body)
-        return CutModel(body, channels[cut_stage], num_classes)
+    if model is None:
+        model = create_model(pretrained=True)
+    if strategy == "cut_probe":  # CutModel copies the body it keeps
+        cut = CutModel(model, cut_stage, num_classes)
+        freeze(cut.body)
+        return cut
+    model = copy.deepcopy(model)
+    stage_channels(model)  # a clear error unless it is EfficientNet-Lite0
     model.reset_classifier(num_classes)
     if strategy == "linear_probe":
         freeze(model)

@@ -5,9 +5,9 @@ a JSON string of plain metadata (architecture name, class names, preprocessing, 
 history). It is read back with ``torch.load(weights_only=True)``, which refuses arbitrary
 pickled objects, so opening a checkpoint never runs code. It loads on a CPU when it was
 trained on a GPU, and needs nothing but tlutils (for the architecture) to rebuild the
-model. A cut probe (:class:`CutModel`: the body up to a stage, pooled, and a linear head)
-is saved and loaded the same way. :func:`export_model` writes a ``torch.export`` program (``.pt2``) that runs with
-PyTorch alone.
+model. A cut probe (:class:`tlutils.stages.CutModel`: the body up to a stage, pooled, and
+a linear head) is saved and loaded the same way. :func:`export_model` writes a
+``torch.export`` program (``.pt2``) that runs with PyTorch alone.
 """
 
 from __future__ import annotations
@@ -26,12 +26,11 @@ from torch import nn
 from .cache import atomic_write
 from .data import create_transform
 from .models import create_model, data_config
-from .stages import body_to_stage, stage_channels
+from .stages import CutModel
 from .train import History
 
 __all__ = [
     "FORMAT",
-    "CutModel",
     "TrainedModel",
     "trained_model",
     "save_model",
@@ -45,36 +44,6 @@ FORMAT = "tlutils-model"
 VERSION = 3
 """Version 3 added the temperature (calibration), version 2 cut probes (``"cut_stage"``);
 older files load unchanged."""
-
-
-class CutModel(nn.Module):
-    """A cut probe as one network: Lite0's body up to ``stage``, pooled, then a linear head
-    (chapters 3 and 5).
-
-    ``body`` holds copies of the stem and blocks up to ``stage`` (stage numbers as in
-    :mod:`tlutils.stages`), so it computes the same features as
-    :class:`tlutils.stages.StageFeatures` for that stage; ``head`` maps their pooled
-    values to the classes (a probe converted to a layer, or a new one).
-    """
-
-    def __init__(
-        self,
-        model: nn.Module,
-        stage: int,
-        num_classes: int,
-        head: nn.Module | None = None,
-    ) -> None:
-        super().__init__()
-        model = copy.deepcopy(model)
-        self.cut_stage = int(stage)
-        self.body = body_to_stage(model, self.cut_stage)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
-        width = stage_channels(model)[self.cut_stage]
-        self.classifier = head if head is not None else nn.Linear(width, num_classes)
-        self.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.pool(self.body(x)))
 
 
 @dataclass

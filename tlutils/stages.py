@@ -37,6 +37,7 @@ __all__ = [
     "stage_outputs",
     "body_to_stage",
     "StageFeatures",
+    "CutModel",
     "split_at_stage",
 ]
 
@@ -245,6 +246,37 @@ class StageFeatures(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         maps = stage_outputs(self.model, x, self.stages.tolist())
         return torch.cat([m.mean((2, 3)) for m in maps], dim=1)
+
+
+class CutModel(nn.Module):
+    """Lite0's body cut after ``stage``, pooled, then a linear head: the cut probe as one
+    network (chapters 3 and 5), the one class that chapter 3's strategies, ``tlutils
+    train`` and saved models use.
+
+    ``body`` holds copies of the stem and blocks up to ``stage`` (``model`` is not
+    changed), so it computes the same features as :class:`StageFeatures` for that stage;
+    ``classifier`` maps their pooled values to the classes (``head``: a probe converted
+    to a layer; by default a new one). Nothing is frozen here.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        stage: int,
+        num_classes: int,
+        head: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        model = copy.deepcopy(model)
+        self.cut_stage = int(stage)
+        self.body = body_to_stage(model, self.cut_stage)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        width = stage_channels(model)[self.cut_stage]
+        self.classifier = head if head is not None else nn.Linear(width, num_classes)
+        self.pretrained_cfg = dict(getattr(model, "pretrained_cfg", {}) or {})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.pool(self.body(x)))
 
 
 def split_at_stage(model: nn.Module, stage: int) -> tuple[nn.Module, nn.Module]:
