@@ -11,6 +11,7 @@ Seconds are printed, not asserted: they depend on the machine and on what else r
     python scripts/benchmark_train.py --folder my_photos --image-size 160
     python scripts/benchmark_train.py --held-out eurosat      # issue 31's EuroSAT folder
     python scripts/benchmark_train.py --held-out hymenoptera  # the ants and bees
+    python scripts/benchmark_train.py --held-out eurosat --trial-curves  # the early stop
 """
 
 from __future__ import annotations
@@ -139,6 +140,30 @@ def held_out_report(name: str, train: Path, test: Path, size: int, tmp: Path) ->
         print(f"- {v.sentence('tlutils train', probe.replace('_', ' '))}")
 
 
+def trial_curves_report(train: Path, size: int, tmp: Path) -> None:
+    """The whole body's trials of ``train`` at the default rates, run to the end: each
+    epoch's accuracy on the held-out training images against the probe's, and the epoch
+    after which ``train``'s early stop would have ended the trial."""
+    import tlutils as tl
+    from tlutils import project
+
+    os.environ["TLUTILS_CACHE"] = str(tmp / "cache_curves")
+    start = time.perf_counter()
+    d = tl.diagnose(train, image_size=size, progress=False)
+    print(
+        f"\n## trial curves: {train}, {size} px (diagnose {time.perf_counter() - start:.0f} s)"
+    )
+    for r in project.trial_curves(d, stages=[tl.stages.NUM_STAGES - 1]):
+        stop = r["below_probe_after"]
+        print(
+            f"- {r['candidate']}, lr {r['lr']:g}: held-out accuracy by epoch "
+            f"{', '.join(f'{c:.3f}' for c in r['curve'])} (its probe "
+            f"{r['probe_held_out']:.3f}); the early stop would have ended it "
+            + (f"after epoch {stop}" if stop else "never")
+            + f"; {r['seconds']:.0f} s"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--folder", help="a class folder (default: the digits)")
@@ -151,6 +176,12 @@ def main() -> None:
         "class at 128 px, 100 held out; the ants and bees at 160 px, their official "
         "validation images held out), each trained and compared with both probes",
     )
+    parser.add_argument(
+        "--trial-curves",
+        action="store_true",
+        help="with --held-out: instead, run the whole body's trials to the end and say "
+        "when the early stop would have ended them",
+    )
     args = parser.parse_args()
     if args.held_out:
         with tempfile.TemporaryDirectory() as tmp:
@@ -160,7 +191,10 @@ def main() -> None:
             )
             size = 128 if args.held_out == "eurosat" else 160
             train, test = make(root / args.held_out)
-            held_out_report(args.held_out, train, test, size, root)
+            if args.trial_curves:
+                trial_curves_report(train, size, root)
+            else:
+                held_out_report(args.held_out, train, test, size, root)
         return
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.folder) if args.folder else digits_folder(Path(tmp) / "d")

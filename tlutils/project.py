@@ -35,6 +35,7 @@ import functools
 import time
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,7 @@ from torch import nn
 from torch.utils.data import Subset
 
 from .calibration import TEMPERATURE_BOUNDS, fit_temperature
-from .checkpoint import CutModel, TrainedModel, trained_model
+from .checkpoint import TrainedModel, trained_model
 from .data import create_loader, create_transform, stratified_split, targets_of
 from .diagnosis import Diagnosis, diagnose
 from .features import stage_features
@@ -54,11 +55,17 @@ from .probe import fit_probe, probe_as_linear, probe_head
 from .rates import LRChoice, choose_lr
 from .recipe import REFERENCE, Recipe, run
 from .rule import TRAIN_STRATEGIES
-from .stages import NUM_STAGES, STAGE_NAMES
+from .stages import NUM_STAGES, STAGE_NAMES, CutModel
 from .train import History, get_device, predict, seed_everything
 from .verdict import Verdict, compare
 
-__all__ = ["TRAIN_STRATEGIES", "LR_GRID", "class_weights", "train_folder"]
+__all__ = [
+    "TRAIN_STRATEGIES",
+    "LR_GRID",
+    "class_weights",
+    "train_folder",
+    "trial_curves",
+]
 
 LR_GRID = (1e-4, 3e-4)
 """The learning rates tried first, widened by one step while the best is at an edge:
@@ -167,9 +174,12 @@ def _trial(
     train_images,
     loss_fn,
     device,
+    stop: bool = True,
 ) -> dict:
     """One fine-tune on the ``fit`` rows, scored on the ``held`` rows after every epoch;
-    stopped as soon as the probe is better by the verdict rule."""
+    with ``stop``, stopped as soon as the probe is better by the verdict rule. The row
+    holds every epoch's held-out accuracy (``curve``) and the first epoch after which
+    the probe was better (``below_probe_after``, ``None`` if never)."""
     stage, y = candidate.stage, d.features.train_labels
     x = d.features.train[stage]
     head = probe_head(x[fit], y[fit], C=d.choice.Cs[stage])
@@ -177,11 +187,14 @@ def _trial(
     net = _probe_network(d.model, stage, head)
     plain_held = Subset(d.data.train, list(held))
     scores: list[np.ndarray] = []
+    below: list[int] = []
 
     def score(epoch: int, model: nn.Module) -> None:
         scores.append(_correct(model, plain_held, device))
         if compare(scores[-1], probe_right).verdict == "B better":
-            raise _Stop
+            below.append(len(scores))
+            if stop:
+                raise _Stop
 
     start = time.perf_counter()
     stopped = False
@@ -199,8 +212,55 @@ def _trial(
         "probe_held_out": float(probe_right.mean()),
         "epochs": len(scores),
         "stopped": stopped,
+        "curve": [round(float(c.mean()), 4) for c in scores],
+        "below_probe_after": below[0] if below else None,
         "seconds": round(time.perf_counter() - start, 1),
     }
+
+
+def _candidates(d: Diagnosis) -> list[_Candidate]:
+    """What cases 3 and 4 fine-tune: the whole body, and the body cut after the chosen
+    stage when that is a middle one."""
+    candidates = [_Candidate("whole body", NUM_STAGES - 1)]
+    if d.best_stage != NUM_STAGES - 1:
+        candidates.append(
+            _Candidate(f"cut after {STAGE_NAMES[d.best_stage]}", d.best_stage)
+        )
+    return candidates
+
+
+def _trial_setup(d: Diagnosis, recipe: Recipe, device):
+    """The trials' split of the training images (``fit``, ``held``), the recipe with its
+    measured augmentation, the training images under its transform, and why."""
+    y = d.features.train_labels
+    fit, held = (np.asarray(r) for r in stratified_split(y.tolist(), HELD_OUT, d.seed))
+    augment, why = _choose_augment(d, fit, held, device)
+    recipe = recipe.replace(augment=augment)
+    config = data_config(d.model)
+    images = _with_transform(d.data.train, recipe.train_transform(config, d.image_size))
+    return fit, held, recipe, images, why
+
+
+def trial_curves(
+    d: Diagnosis,
+    rates: Sequence[float] = LR_GRID,
+    recipe: Recipe = REFERENCE,
+    stages: Sequence[int] | None = None,
+    device: torch.device | str | None = None,
+) -> list[dict]:
+    """The candidates of :func:`train_folder`'s trials (those cut after ``stages``; by
+    default all) at every rate in ``rates``, run to the end, not stopped (chapter 5):
+    each row's ``curve`` and ``below_probe_after`` show whether the early stop would
+    have ended a trial that later recovered (``benchmark_train.py --trial-curves``)."""
+    device = torch.device(device) if device is not None else get_device()
+    fit, held, recipe, images, _ = _trial_setup(d, recipe, device)
+    loss = nn.functional.cross_entropy
+    chosen = [c for c in _candidates(d) if stages is None or c.stage in stages]
+    return [
+        _trial(d, c, recipe.replace(lr=rate), fit, held, images, loss, device, False)
+        for c in chosen
+        for rate in rates
+    ]
 
 
 def _fine_tune(
@@ -216,16 +276,8 @@ def _fine_tune(
     ``None`` if no trial beat its probe). Returns the network, its history and a record of
     what was tried and why."""
     y = d.features.train_labels
-    fit, held = (np.asarray(r) for r in stratified_split(y.tolist(), HELD_OUT, d.seed))
-    augment, why = _choose_augment(d, fit, held, device)
-    recipe = recipe.replace(augment=augment)
-    config = data_config(d.model)
-    images = _with_transform(d.data.train, recipe.train_transform(config, d.image_size))
-    candidates = [_Candidate("whole body", NUM_STAGES - 1)]
-    if d.best_stage != NUM_STAGES - 1:
-        candidates.append(
-            _Candidate(f"cut after {STAGE_NAMES[d.best_stage]}", d.best_stage)
-        )
+    fit, held, recipe, images, why = _trial_setup(d, recipe, device)
+    candidates = _candidates(d)
     trials: list[dict] = []
     choices: dict[str, LRChoice] = {}
     for c in candidates:
@@ -248,7 +300,7 @@ def _fine_tune(
 
         grid = (lr,) if lr is not None else lr_grid
         choices[c.name] = choose_lr(score, grid, max_widen=0 if lr else 1)
-    record = {"augment": augment, "augment_why": why, "trials": trials}
+    record = {"augment": recipe.augment, "augment_why": why, "trials": trials}
     best = max(candidates, key=lambda c: (_best_score(trials, c, choices), -c.stage))
     chosen = choices[best.name]
     record.update(candidate=best.name, stage=best.stage, lr=chosen.lr)
