@@ -120,6 +120,20 @@ def run_tutorial(root: Path, seed: int) -> TrainedModel:
     )
 
 
+def kept(trained: TrainedModel) -> str:
+    """What ``tlutils train`` saved, in words (empty for the other arms)."""
+    h = trained.history
+    if "strategy" not in h:
+        return ""
+    if h["strategy"] != "fine_tune":
+        return f"; saved: the {h['strategy'].replace('_', ' ')} (no fine-tuning)"
+    why = h.get("fine_tune_skipped") or h.get("fine_tune_not_kept")
+    if why:
+        return f"; saved: the probe ({why.split(':')[0]})"
+    lr = h.get("recipe", {}).get("lr", "-")
+    return f"; saved: a kept fine-tune (stage {h['stage']}, lr {lr})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -152,7 +166,7 @@ def main() -> None:
                 correct.setdefault(name, []).append(hit)
                 print(
                     f"{name}, seed {seed}: accuracy {ev.accuracy:.3f} on {len(hit)} "
-                    f"images ({time.perf_counter() - start:.0f} s)",
+                    f"images ({time.perf_counter() - start:.0f} s){kept(trained)}",
                     flush=True,
                 )
     base = "tlutils train"
