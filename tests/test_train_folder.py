@@ -103,6 +103,21 @@ def fake_run(record, ruin=False):
     return run
 
 
+def every_epoch_run(record):
+    """The ruining stand-in, with the epoch hook called after each of the recipe's
+    epochs (as a real run calls it)."""
+    ruin = fake_run(record, ruin=True)
+
+    def run(recipe, net, train, val=None, *, on_epoch_end=None, **kw):
+        history = ruin(recipe, net, train, val)  # recorded once, weights zeroed
+        for epoch in range(recipe.epochs):
+            if on_epoch_end is not None:
+                on_epoch_end(epoch, net)
+        return history
+
+    return run
+
+
 class Record(list):
     d = None
 
@@ -158,13 +173,15 @@ def test_a_fine_tune_not_shown_as_good_as_the_probe_is_not_saved(
 def test_trials_clearly_below_the_probe_stop_and_nothing_more_is_trained(
     folder, found, monkeypatch
 ):
+    """Not after the first epoch (a dip there recovers): after the second of three."""
     d = with_stage(found, 5)
     record = Record()
     record.d = d
-    monkeypatch.setattr(project, "run", fake_run(record, ruin=True))
+    monkeypatch.setattr(project, "run", every_epoch_run(record))
     trained = train(folder, d, strategy="fine_tune")
     h = trained.history
-    assert h["trials"] and all(t["stopped"] and t["epochs"] == 1 for t in h["trials"])
+    assert h["trials"] and all(t["stopped"] and t["epochs"] == 2 for t in h["trials"])
+    assert all(t["below_probe_after"] == 1 for t in h["trials"])
     # the grid (1e-4, 3e-4) widened once at its edge: three rates per candidate
     assert len(h["trials"]) == 6
     assert "no trial beat its probe" in h["fine_tune_skipped"]
@@ -181,15 +198,7 @@ def test_trial_curves_run_every_epoch_and_say_when_the_stop_would_fire(
     d = with_stage(found, 5)
     record = Record()
     record.d = d
-    ruin = fake_run(record, ruin=True)
-
-    def every_epoch(recipe, net, train, val=None, *, on_epoch_end=None, **kw):
-        for epoch in range(recipe.epochs):
-            ruin(recipe, net, train, val, on_epoch_end=None)
-            on_epoch_end(epoch, net)
-        return tl.History()
-
-    monkeypatch.setattr(project, "run", every_epoch)
+    monkeypatch.setattr(project, "run", every_epoch_run(record))
     rows = project.trial_curves(d, rates=(1e-4,), device="cpu")
     assert [r["candidate"] for r in rows] == ["whole body", "cut after stage 5"]
     for r in rows:
