@@ -95,3 +95,21 @@ def test_ci_makes_a_reference_run_again_and_the_verdict_rule_finds_no_difference
 
 def _as_bits(row):
     return {k: reference.to_bits(v) for k, v in row.items() if k.startswith("correct")}
+
+
+def test_the_table_waits_for_an_arm_with_fewer_runs(tmp_path, capsys):
+    """``--table`` pairs seeds: an arm still running is reported as waiting, not
+    compared (and not a crash)."""
+    path = tmp_path / "ref.jsonl"
+    runner = reference.Runner(path, {"machine": reference.machine()})
+    right = np.arange(40) < 30
+    for arm, seeds in [
+        ("ch4/eurosat/warm_large_lr", 3),
+        ("ch4/eurosat/cold_large_lr", 2),
+    ]:
+        for seed in range(seeds):
+            runner.run(arm, {"lr": 1e-3}, seed, lambda: {"correct": right}, chapter=4)
+    reference_run.print_table(reference.load_reference(path))
+    said = capsys.readouterr().out
+    assert "waiting (3 and 2 runs" in said
+    assert "better" not in said.split("verdicts")[1]
