@@ -622,11 +622,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             except (ValueError, KeyError):
                 continue
             where = " (OOD)" if field == "correct_ood" else ""
-            if len(a) != len(b) and 1 not in (len(a), len(b)):  # an arm still running
-                print(f"  {arm}{where} vs {base}{where}: waiting ({len(a)} and "
-                      f"{len(b)} runs; they are paired seed by seed)")  # fmt: skip
+            try:
+                verdict = compare(a, b)
+            except ValueError as error:  # e.g. an arm still running: 3 runs against 2
+                print(f"  {arm}{where} vs {base}{where}: waiting ({error})")
                 continue
-            print(f"  {compare(a, b).sentence(arm + where, base + where)}")
+            print(f"  {verdict.sentence(arm + where, base + where)}")
 
 
 def main(argv: list[str] | None = None) -> int:

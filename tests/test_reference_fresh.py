@@ -111,5 +111,5 @@ def test_the_table_waits_for_an_arm_with_fewer_runs(tmp_path, capsys):
             runner.run(arm, {"lr": 1e-3}, seed, lambda: {"correct": right}, chapter=4)
     reference_run.print_table(reference.load_reference(path))
     said = capsys.readouterr().out
-    assert "waiting (3 and 2 runs" in said
+    assert "waiting (Pair the arms run by run" in said and "3 and 2 runs" in said
     assert "better" not in said.split("verdicts")[1]
